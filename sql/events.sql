@@ -1,0 +1,71 @@
+-- name: share_lock_organizer
+-- The would-be organizer, share-locked so it cannot be deleted or demoted until we commit.
+SELECT id, role
+  FROM users
+ WHERE id = $1 AND deleted_at IS NULL
+   FOR SHARE;
+
+-- name: insert_event
+-- A new event starts with every seat available.
+INSERT INTO events (title, capacity, available_seats, organizer_id)
+VALUES ($1, $2, $2, $3)
+RETURNING id;
+
+-- name: get_event
+-- An event with its organizer, flattened: organizer columns are prefixed with o_.
+SELECT e.id, e.title, e.capacity, e.available_seats, e.organizer_id,
+       e.created_at, e.updated_at,
+       o.name AS o_name, o.email AS o_email, o.role AS o_role,
+       o.created_at AS o_created_at, o.updated_at AS o_updated_at
+  FROM events e
+  JOIN users o ON o.id = e.organizer_id
+ WHERE e.id = $1 AND e.deleted_at IS NULL;
+
+-- name: list_events
+-- Keyset page of live events with their organizers: ids after $1, at most $2 rows.
+SELECT e.id, e.title, e.capacity, e.available_seats, e.organizer_id,
+       e.created_at, e.updated_at,
+       o.name AS o_name, o.email AS o_email, o.role AS o_role,
+       o.created_at AS o_created_at, o.updated_at AS o_updated_at
+  FROM events e
+  JOIN users o ON o.id = e.organizer_id
+ WHERE e.deleted_at IS NULL AND e.id > $1
+ ORDER BY e.id
+ LIMIT $2;
+
+-- name: list_events_by_organizer
+-- Keyset page of one organizer's live events ($1), ids after $2, at most $3 rows.
+SELECT id, title, capacity, available_seats, organizer_id, created_at, updated_at
+  FROM events
+ WHERE organizer_id = $1 AND deleted_at IS NULL AND id > $2
+ ORDER BY id
+ LIMIT $3;
+
+-- name: user_exists
+SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL);
+
+-- name: update_event
+-- NULL parameters keep the current value. A capacity change moves available_seats by the
+-- same delta; the seats CHECK rejects a capacity below the active registrations.
+UPDATE events
+   SET title = coalesce($2, title),
+       capacity = coalesce($3, capacity),
+       available_seats = available_seats + (coalesce($3, capacity) - capacity),
+       organizer_id = coalesce($4, organizer_id),
+       updated_at = now()
+ WHERE id = $1 AND deleted_at IS NULL
+RETURNING id;
+
+-- name: lock_event_for_delete
+SELECT id FROM events WHERE id = $1 AND deleted_at IS NULL FOR UPDATE;
+
+-- name: cancel_event_registrations
+UPDATE registrations
+   SET status = 'cancelled', cancelled_at = now(), updated_at = now()
+ WHERE event_id = $1 AND status = 'active';
+
+-- name: soft_delete_event
+-- The event goes with all its seats given back, so the counter stays truthful.
+UPDATE events
+   SET deleted_at = now(), updated_at = now(), available_seats = capacity
+ WHERE id = $1;

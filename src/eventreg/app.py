@@ -1,0 +1,64 @@
+"""The ASGI application: routes, error handlers, and a pool that lives as long as the app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from starlette.applications import Starlette
+
+from eventreg.config import Settings
+from eventreg.db import AppState
+from eventreg.errors import HANDLERS
+from eventreg.routes import ROUTES
+
+log = logging.getLogger("eventreg")
+
+
+def server_settings(settings: Settings) -> dict[str, str]:
+    """Per-connection limits: nothing waits on a lock or a query forever."""
+    return {
+        "application_name": "eventreg",
+        "lock_timeout": str(settings.lock_timeout_ms),
+        "statement_timeout": str(settings.statement_timeout_ms),
+        "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms),
+    }
+
+
+def create_pool(settings: Settings) -> asyncpg.Pool[asyncpg.Record]:
+    # min_size connections are opened lazily on first use (see lifespan), so the API can
+    # start while the database is down and recover by itself when it comes back.
+    return asyncpg.create_pool(
+        settings.database_url,
+        min_size=0,
+        max_size=settings.pool_max_size,
+        max_inactive_connection_lifetime=60,
+        command_timeout=settings.statement_timeout_ms / 1000 + 1,
+        server_settings=server_settings(settings),
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[AppState]:
+        pool = await create_pool(settings)
+        try:
+            yield {"pool": pool, "settings": settings}
+        finally:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=10)
+            except TimeoutError:
+                log.warning("pool did not close in 10 s; terminating its connections")
+                pool.terminate()
+
+    app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
+    app.router.redirect_slashes = False  # one spelling per URL; /users/ is a JSON 404
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Entry point for `uvicorn --factory eventreg.app:app_from_env`."""
+    return create_app(Settings.from_env())

@@ -1,0 +1,45 @@
+"""Settings, read once from the environment by the entry points (never at import)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    pool_max_size: int = 20
+    acquire_timeout_ms: int = 2000
+    lock_timeout_ms: int = 1000
+    statement_timeout_ms: int = 5000
+    idle_in_transaction_timeout_ms: int = 10000
+    max_body_bytes: int = 64 * 1024
+    test_hooks: bool = False
+
+    @staticmethod
+    def from_env(env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        url = env.get("DATABASE_URL")
+        if not url:
+            raise SystemExit("DATABASE_URL is not set (make run sets it for you)")
+        return Settings(
+            database_url=url,
+            pool_max_size=_int(env, "DB_POOL_MAX", 20),
+            acquire_timeout_ms=_int(env, "DB_ACQUIRE_TIMEOUT_MS", 2000),
+            lock_timeout_ms=_int(env, "DB_LOCK_TIMEOUT_MS", 1000),
+            statement_timeout_ms=_int(env, "DB_STATEMENT_TIMEOUT_MS", 5000),
+            idle_in_transaction_timeout_ms=_int(env, "DB_IDLE_IN_TX_TIMEOUT_MS", 10000),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024),
+            test_hooks=env.get("EVENTREG_TEST_HOOKS") == "1",
+        )

@@ -1,0 +1,42 @@
+"""Shared database types and the one way routes get a connection."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypeAlias, TypedDict
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from eventreg.config import Settings
+
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+
+log = logging.getLogger("eventreg.db")
+
+
+class AppState(TypedDict):
+    pool: Pool
+    settings: Settings
+
+
+@asynccontextmanager
+async def connection(state: AppState) -> AsyncIterator[Conn]:
+    """A pooled connection, acquired with a timeout (a full pool becomes a 503, not a hang).
+
+    Release can fail after the work has committed (the reset query hits a dead connection);
+    the pool then discards the connection. That must not turn a committed registration into
+    an error response, so a release failure is logged and swallowed here.
+    """
+    pool, settings = state["pool"], state["settings"]
+    conn = await pool.acquire(timeout=settings.acquire_timeout_ms / 1000)
+    try:
+        yield conn
+    finally:
+        try:
+            await pool.release(conn, timeout=settings.acquire_timeout_ms / 1000)
+        except Exception as exc:  # the connection is gone; the pool has already dropped it
+            log.warning("connection release failed after the request's work: %r", exc)

@@ -1,0 +1,81 @@
+"""Registrations: take a seat, give it back, and read who holds which seats.
+
+Lock order, everywhere: the user row (shared) before the event row (exclusive). The event
+row lock serializes every change to one event's seats and registrations, so what is read
+under it stays true until COMMIT; the conditional UPDATE and the partial unique index are
+the database's own guarantees on top of that.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from eventreg import sql
+from eventreg.db import Conn, rows
+from eventreg.errors import (
+    AlreadyRegistered,
+    EventFull,
+    EventNotFound,
+    NotRegistered,
+    RegistrationNotFound,
+    UserNotFound,
+)
+from eventreg.structs import Registration
+
+Q = sql.load("registrations")
+
+
+async def register(conn: Conn, event_id: int, user_id: int) -> Registration:
+    async with conn.transaction():
+        user = await conn.fetchrow(Q["share_lock_user"], user_id, event_id)
+        if user is None:
+            raise UserNotFound(f"user {user_id} does not exist", field="user_id")
+        # Committed state read just now: answering from it is as correct as under the lock.
+        if user["registered_hint"]:
+            raise AlreadyRegistered(f"user {user_id} is already registered for event {event_id}")
+        if user["seats_hint"] == 0:
+            raise EventFull(f"event {event_id} has no seats left")
+        event = await conn.fetchrow(Q["lock_event"], event_id, user_id)
+        if event is None:
+            raise EventNotFound(f"event {event_id} does not exist", field="event_id")
+        if event["already_registered"]:
+            raise AlreadyRegistered(f"user {user_id} is already registered for event {event_id}")
+        if await conn.fetchval(Q["take_seat"], event_id) is None:
+            raise EventFull(f"event {event_id} has no seats left")
+        try:
+            row = await conn.fetchrow(Q["insert_registration"], event_id, user_id)
+        except asyncpg.UniqueViolationError:  # unreachable under the lock; kept as a backstop
+            raise AlreadyRegistered(f"user {user_id} is already registered") from None
+    assert row is not None
+    return rows.registration(row)
+
+
+async def cancel(conn: Conn, event_id: int, user_id: int) -> None:
+    """Cancel the active registration; its seat is released exactly once."""
+    async with conn.transaction():
+        if await conn.fetchval(Q["lock_event_for_cancel"], event_id) is None:
+            raise EventNotFound(f"event {event_id} does not exist", field="event_id")
+        if await conn.fetchval(Q["cancel_registration"], event_id, user_id) is None:
+            raise NotRegistered(f"user {user_id} has no active registration for event {event_id}")
+        await conn.execute(Q["release_seat"], event_id)
+
+
+async def get(conn: Conn, registration_id: int) -> Registration:
+    row = await conn.fetchrow(Q["get_registration"], registration_id)
+    if row is None:
+        raise RegistrationNotFound(f"registration {registration_id} does not exist")
+    return rows.registration(row, with_user=True, with_event=True)
+
+
+async def list_by_user(conn: Conn, user_id: int, after: int, limit: int) -> list[Registration]:
+    found = await conn.fetch(Q["list_registrations_by_user"], user_id, after, limit)
+    if not found and not await conn.fetchval(Q["user_exists"], user_id):
+        raise UserNotFound(f"user {user_id} does not exist")
+    return [rows.registration(r, with_event=True) for r in found]
+
+
+async def list_by_event(conn: Conn, event_id: int, after: int, limit: int) -> list[Registration]:
+    found = await conn.fetch(Q["list_registrations_by_event"], event_id, after, limit)
+    if not found and not await conn.fetchval(Q["event_exists"], event_id):
+        raise EventNotFound(f"event {event_id} does not exist")
+    return [rows.registration(r, with_user=True) for r in found]

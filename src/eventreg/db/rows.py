@@ -1,0 +1,45 @@
+"""Records to structs. Joined queries prefix the embedded object's columns (o_, u_, e_)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from eventreg.structs import Event, Registration, User
+
+Row = Mapping[str, Any]
+
+
+def user(r: Row, prefix: str = "", id_column: str = "id") -> User:
+    return User(
+        id=r[id_column], name=r[prefix + "name"], email=r[prefix + "email"],
+        role=r[prefix + "role"], created_at=r[prefix + "created_at"],
+        updated_at=r[prefix + "updated_at"],
+    )  # fmt: skip
+
+
+def event(r: Row, prefix: str = "", id_column: str = "id") -> Event:
+    return Event(
+        id=r[id_column], title=r[prefix + "title"], capacity=r[prefix + "capacity"],
+        available_seats=r[prefix + "available_seats"], organizer_id=r[prefix + "organizer_id"],
+        created_at=r[prefix + "created_at"], updated_at=r[prefix + "updated_at"],
+    )  # fmt: skip
+
+
+def event_with_organizer(r: Row) -> Event:
+    base = event(r)
+    return Event(
+        id=base.id, title=base.title, capacity=base.capacity,
+        available_seats=base.available_seats, organizer_id=base.organizer_id,
+        created_at=base.created_at, updated_at=base.updated_at,
+        organizer=user(r, "o_", "organizer_id"),
+    )  # fmt: skip
+
+
+def registration(r: Row, *, with_user: bool = False, with_event: bool = False) -> Registration:
+    return Registration(
+        id=r["id"], user_id=r["user_id"], event_id=r["event_id"], status=r["status"],
+        created_at=r["created_at"], updated_at=r["updated_at"],
+        **({"user": user(r, "u_", "user_id")} if with_user else {}),
+        **({"event": event(r, "e_", "event_id")} if with_event else {}),
+    )  # fmt: skip

@@ -1,0 +1,188 @@
+"""The error vocabulary: each ApiError is one problem type with a stable code.
+
+Routes and db functions raise these; the handlers here are the only place that turns an
+exception into a response, so no raw driver text or stack trace ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import asyncpg
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from eventreg.structs import Problem
+
+log = logging.getLogger("eventreg")
+_encode = msgspec.json.Encoder().encode
+
+RETRY_AFTER_SECONDS = "1"
+
+
+class ApiError(Exception):
+    status = 400
+    code = "bad_request"
+    title = "Bad request"
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class BadRequest(ApiError):
+    code, title = "malformed_json", "Malformed JSON body"
+
+
+class InvalidId(ApiError):
+    code, title = "invalid_id", "Invalid id in path"
+
+
+class InvalidQuery(ApiError):
+    code, title = "invalid_query", "Invalid query parameter"
+
+
+class PayloadTooLarge(ApiError):
+    status, code, title = 413, "payload_too_large", "Request body too large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code, title = 415, "unsupported_media_type", "Content-Type must be application/json"
+
+
+class Unprocessable(ApiError):
+    status, code, title = 422, "validation_failed", "Request body failed validation"
+
+
+class OrganizerNotFound(Unprocessable):
+    code, title = "organizer_not_found", "Organizer does not exist"
+
+
+class NotAnOrganizer(Unprocessable):
+    code, title = "not_an_organizer", "User is not an organizer"
+
+
+class NotFound(ApiError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class UserNotFound(NotFound):
+    code, title = "user_not_found", "User not found"
+
+
+class EventNotFound(NotFound):
+    code, title = "event_not_found", "Event not found"
+
+
+class RegistrationNotFound(NotFound):
+    code, title = "registration_not_found", "Registration not found"
+
+
+class NotRegistered(NotFound):
+    code, title = "not_registered", "User is not registered for this event"
+
+
+class Conflict(ApiError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class EventFull(Conflict):
+    code, title = "event_full", "Event is full"
+
+
+class AlreadyRegistered(Conflict):
+    code, title = "already_registered", "User already registered for this event"
+
+
+class EmailTaken(Conflict):
+    code, title = "email_taken", "Email is already in use"
+
+
+class CapacityBelowRegistrations(Conflict):
+    code, title = "capacity_below_registrations", "Capacity below active registrations"
+
+
+class OrganizerHasEvents(Conflict):
+    code, title = "organizer_has_events", "User organizes live events"
+
+
+class Unavailable(ApiError):
+    status, code, title = 503, "service_unavailable", "Service temporarily unavailable"
+
+
+# Failures of the database or of our path to it: the client may retry, so 503.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # includes CannotConnectNow, ConnectionDoesNotExist
+    asyncpg.InterfaceError,  # "connection is closed", "another operation is in progress"
+    asyncpg.InternalClientError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, query canceled (57xxx)
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
+    asyncpg.exceptions.IdleSessionTimeoutError,
+    OSError,  # refused, reset, unreachable
+    TimeoutError,  # pool acquire, command timeout
+)
+
+_HTTP_CODES: Mapping[int, tuple[str, str]] = {
+    404: ("not_found", "No such route"),
+    405: ("method_not_allowed", "Method not allowed"),
+}
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, *, field: str | None = None
+) -> Problem:
+    return Problem(
+        type=f"/problems/{code.replace('_', '-')}", title=title, status=status, detail=detail,
+        code=code, **({"field": field} if field else {}),
+    )  # fmt: skip
+
+
+def problem_response(body: Problem, headers: Mapping[str, str] | None = None) -> Response:
+    headers = dict(headers or {})
+    if body.status == 503:
+        headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return Response(_encode(body), body.status, headers, "application/problem+json")
+
+
+async def api_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return problem_response(problem(exc.status, exc.code, exc.title, exc.detail, field=exc.field))
+
+
+async def http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+    body = problem(exc.status_code, code, title, exc.detail)
+    return problem_response(body, exc.headers)
+
+
+async def transient(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: database unavailable: %r", request.method, request.url.path, exc)
+    detail = "The database is unavailable or busy; retry shortly."
+    return problem_response(problem(503, Unavailable.code, Unavailable.title, detail))
+
+
+async def unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path)
+    return problem_response(
+        problem(500, "internal_error", "Internal server error", "Unexpected error; see logs.")
+    )
+
+
+# Starlette picks the handler by the exception's MRO; `Exception` goes to the outermost
+# middleware, which logs the traceback. Transient failures are expected, so they are
+# handled inside, as ordinary responses.
+HANDLERS = {
+    ApiError: api_error,
+    HTTPException: http_error,
+    **dict.fromkeys(TRANSIENT, transient),
+    Exception: unexpected,
+}
+

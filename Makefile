@@ -53,3 +53,11 @@ typecheck: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Issue 3: the concurrency demo over real HTTP, and the benchmark. Both start a server on the
+# embedded database when none is running.
+load: install
+	$(PY) -m eventreg.load $(ARGS)
+
+bench: install
+	$(PY) -m eventreg.bench $(ARGS)

@@ -28,7 +28,7 @@ async def test_register_takes_a_seat(client: httpx.AsyncClient, db: Db) -> None:
     response = await register(client, user["id"], event["id"])
     assert response.status_code == 201
     body = response.json()
-    assert body["user_id"] == user["id"] and body["event_id"] == event["id"]
+    assert (body["user_id"], body["event_id"]) == (user["id"], event["id"])
     assert set(body) == {"id", "user_id", "event_id", "status", "created_at", "updated_at"}
     assert await seats(db, event["id"]) == (2, 1)
 
@@ -140,7 +140,9 @@ async def test_fifty_users_race_for_ten_seats(client: httpx.AsyncClient, db: Db)
 
 async def test_one_user_racing_itself_gets_one_seat(client: httpx.AsyncClient, db: Db) -> None:
     user, event = await make_user(client), await make_event(client, capacity=50)
-    responses = await asyncio.gather(*(register(client, user["id"], event["id"]) for _ in range(30)))
+    responses = await asyncio.gather(
+        *(register(client, user["id"], event["id"]) for _ in range(30))
+    )
     assert sorted(r.status_code for r in responses) == [201] + [409] * 29
     assert await seats(db, event["id"]) == (49, 1)
 

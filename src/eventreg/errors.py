@@ -185,4 +185,3 @@ HANDLERS = {
     **dict.fromkeys(TRANSIENT, transient),
     Exception: unexpected,
 }
-

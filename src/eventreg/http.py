@@ -34,7 +34,7 @@ def json(obj: object, status: int = 200, headers: dict[str, str] | None = None) 
     return Response(_encoder.encode(obj), status, headers, "application/json")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request[Any], limit: int) -> bytes:
     """The body, refusing more than `limit` bytes whether or not Content-Length is sent."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -48,7 +48,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request, type_: type[T]) -> T:
+async def read_json(request: Request[Any], type_: type[T]) -> T:
     """Decode the body into `type_`: 415 wrong type, 413 too big, 400 malformed, 422 invalid."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
@@ -69,7 +69,7 @@ def _field_of(message: str) -> str | None:
     return match.group(1) if match and match.group(1) else None
 
 
-def path_id(request: Request, name: str = "id") -> int:
+def path_id(request: Request[Any], name: str = "id") -> int:
     """A bigint id from the path; anything else is 400 (never a 404 route miss, never a 500)."""
     raw: str = request.path_params[name]
     if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_ID:
@@ -77,7 +77,7 @@ def path_id(request: Request, name: str = "id") -> int:
     return int(raw)
 
 
-def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+def _query_int(request: Request[Any], name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
@@ -86,13 +86,13 @@ def _query_int(request: Request, name: str, default: int, low: int, high: int) -
     return int(raw)
 
 
-def page_params(request: Request) -> tuple[int, int]:
+def page_params(request: Request[Any]) -> tuple[int, int]:
     """(after, limit) for keyset pagination: ids strictly greater than `after`."""
     after = _query_int(request, "after", 0, 0, MAX_ID)
     return after, _query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
 
 
-def page(request: Request, items: list[Any], limit: int) -> Response:
+def page(request: Request[Any], items: list[Any], limit: int) -> Response:
     """A bare JSON array; when more rows remain, a Link rel="next" header points at them.
 
     `items` holds up to limit + 1 rows: the extra one only says that there is a next page.

@@ -136,14 +136,15 @@ class Cluster:
         shutil.rmtree(self.datadir, ignore_errors=True)
 
     def _run(self, program: str, *args: str) -> None:
-        user = {"user": self.run_as.uid, "group": self.run_as.gid, "extra_groups": []}
+        who = self.run_as
         result = subprocess.run(
             [str(bin_dir() / program), *args],
             capture_output=True, text=True, cwd="/",
             # A new session keeps the terminal's Ctrl-C away from the postmaster: we stop
             # it ourselves, in order, after the API has drained.
             start_new_session=True,
-            **(user if self.run_as else {}),  # type: ignore[arg-type]
+            user=who.uid if who else None, group=who.gid if who else None,
+            extra_groups=[] if who else None,
         )  # fmt: skip
         if result.returncode != 0:
             log = self.logfile.read_text()[-4000:] if self.logfile.exists() else ""

@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 def given(value: T | UnsetType) -> T | None:
     """A patch field's value, or None when the client left it out (SQL keeps the column)."""
-    return None if value is UNSET else value  # type: ignore[return-value]
+    return None if isinstance(value, UnsetType) else value
 
 
 def _clean(struct: Struct, *fields: str) -> None:

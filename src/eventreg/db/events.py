@@ -32,9 +32,7 @@ async def _check_organizer(conn: Conn, organizer_id: int) -> None:
 async def create(conn: Conn, new: NewEvent) -> Event:
     async with conn.transaction():
         await _check_organizer(conn, new.organizer_id)
-        event_id = await conn.fetchval(
-            Q["insert_event"], new.title, new.capacity, new.organizer_id
-        )
+        event_id = await conn.fetchval(Q["insert_event"], new.title, new.capacity, new.organizer_id)
         row = await conn.fetchrow(Q["get_event"], event_id)
     assert row is not None
     return rows.event_with_organizer(row)

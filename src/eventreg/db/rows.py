@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from asyncpg import Record
+from msgspec import UNSET
 
 from eventreg.structs import Event, Registration, User
 
-Row = Mapping[str, Any]
+Row = Record
 
 
 def user(r: Row, prefix: str = "", id_column: str = "id") -> User:
@@ -40,6 +40,6 @@ def registration(r: Row, *, with_user: bool = False, with_event: bool = False) -
     return Registration(
         id=r["id"], user_id=r["user_id"], event_id=r["event_id"], status=r["status"],
         created_at=r["created_at"], updated_at=r["updated_at"],
-        **({"user": user(r, "u_", "user_id")} if with_user else {}),
-        **({"event": event(r, "e_", "event_id")} if with_event else {}),
+        user=user(r, "u_", "user_id") if with_user else UNSET,
+        event=event(r, "e_", "event_id") if with_event else UNSET,
     )  # fmt: skip

@@ -35,12 +35,22 @@ ROUTES = [
     resource("/", get=meta.index),
     resource("/health", get=meta.health),
     resource(f"{API}/users", get=users.list_all, post=users.create),
-    resource(f"{API}/users/{{id}}", get=users.get, put=users.update, patch=users.update,
-             delete=users.delete),  # fmt: skip
+    resource(
+        f"{API}/users/{{id}}",
+        get=users.get,
+        put=users.update,
+        patch=users.update,
+        delete=users.delete,
+    ),
     resource(f"{API}/events", get=events.list_all, post=events.create),
     resource(f"{API}/events/organizer/{{id}}", get=events.list_by_organizer),
-    resource(f"{API}/events/{{id}}", get=events.get, put=events.update, patch=events.update,
-             delete=events.delete),  # fmt: skip
+    resource(
+        f"{API}/events/{{id}}",
+        get=events.get,
+        put=events.update,
+        patch=events.update,
+        delete=events.delete,
+    ),
     resource(f"{API}/registrations", post=registrations.register, delete=registrations.cancel),
     resource(f"{API}/registrations/user/{{id}}", get=registrations.list_by_user),
     resource(f"{API}/registrations/event/{{id}}", get=registrations.list_by_event),

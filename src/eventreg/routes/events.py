@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from eventreg.db import AppState, connection, events
 from eventreg.http import json, page, page_params, path_id, read_json
-from eventreg.structs import Message, NewEvent, EventPatch
+from eventreg.structs import EventPatch, Message, NewEvent
 
 
 async def create(request: Request[AppState]) -> Response:

@@ -10,6 +10,7 @@ from typing import TypeAlias, TypedDict
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from eventreg import testhooks
 from eventreg.config import Settings
 
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
@@ -35,6 +36,8 @@ async def connection(state: AppState) -> AsyncIterator[Conn]:
     conn = await pool.acquire(timeout=settings.acquire_timeout_ms / 1000)
     try:
         yield conn
+        if (hooks := testhooks.ARMED.get()) is not None:  # only with EVENTREG_TEST_HOOKS=1
+            await testhooks.before_release(hooks, conn.get_server_pid(), settings.database_url)
     finally:
         try:
             await pool.release(conn, timeout=settings.acquire_timeout_ms / 1000)

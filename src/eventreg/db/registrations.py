@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from eventreg import sql
+from eventreg import sql, testhooks
 from eventreg.db import Conn, rows
 from eventreg.errors import (
     AlreadyRegistered,
@@ -36,6 +36,8 @@ async def register(conn: Conn, event_id: int, user_id: int) -> Registration:
         if user["seats_hint"] == 0:
             raise EventFull(f"event {event_id} has no seats left")
         event = await conn.fetchrow(Q["lock_event"], event_id, user_id)
+        if (hooks := testhooks.ARMED.get()) is not None:  # only with EVENTREG_TEST_HOOKS=1
+            await testhooks.after_lock(hooks)
         if event is None:
             raise EventNotFound(f"event {event_id} does not exist", field="event_id")
         if event["already_registered"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from eventreg import testhooks
 from eventreg.db import AppState, connection, registrations
 from eventreg.http import json, page, page_params, path_id, read_json
 from eventreg.structs import Message, RegistrationRequest
@@ -12,6 +13,8 @@ from eventreg.structs import Message, RegistrationRequest
 
 async def register(request: Request[AppState]) -> Response:
     body = await read_json(request, RegistrationRequest)
+    if request.state["settings"].test_hooks:
+        testhooks.arm(request.headers)
     async with connection(request.state) as conn:
         registration = await registrations.register(conn, body.event_id, body.user_id)
     return json(registration, 201)

@@ -6,6 +6,7 @@ import re
 
 import asyncpg
 import pytest
+from _pytest.mark import ParameterSet
 
 from eventreg import sql
 
@@ -22,10 +23,14 @@ def test_parse_rejects_duplicates_and_empty_queries() -> None:
         sql.parse("-- name: a\n-- only a comment\n")
 
 
-def _all_queries() -> list[tuple[str, str, str]]:
+def _all_queries() -> list[ParameterSet]:
     domains = sorted(p.stem for p in sql.sql_dir().glob("*.sql"))
     assert {"users", "events", "registrations"} <= set(domains)
-    return [(d, name, text) for d in domains for name, text in sql.load(d).items()]
+    return [
+        pytest.param(d, name, text, id=f"{d}.{name}")
+        for d in domains
+        for name, text in sql.load(d).items()
+    ]
 
 
 @pytest.mark.parametrize(("domain", "name", "text"), _all_queries())

@@ -7,8 +7,11 @@ from starlette.responses import Response
 
 from eventreg import testhooks
 from eventreg.db import AppState, connection, registrations
-from eventreg.http import json, page, page_params, path_id, read_json
+from eventreg.http import json, read_json
+from eventreg.routes import crud
 from eventreg.structs import Message, RegistrationRequest
+
+CANCELLED = Message("registration cancelled successfully")
 
 
 async def register(request: Request[AppState]) -> Response:
@@ -24,27 +27,9 @@ async def cancel(request: Request[AppState]) -> Response:
     body = await read_json(request, RegistrationRequest)
     async with connection(request.state) as conn:
         await registrations.cancel(conn, body.event_id, body.user_id)
-    return json(Message("registration cancelled successfully"))
+    return json(CANCELLED)
 
 
-async def get(request: Request[AppState]) -> Response:
-    registration_id = path_id(request)
-    async with connection(request.state) as conn:
-        registration = await registrations.get(conn, registration_id)
-    return json(registration)
-
-
-async def list_by_user(request: Request[AppState]) -> Response:
-    user_id = path_id(request)
-    after, limit = page_params(request)
-    async with connection(request.state) as conn:
-        found = await registrations.list_by_user(conn, user_id, after, limit + 1)
-    return page(request, found, limit)
-
-
-async def list_by_event(request: Request[AppState]) -> Response:
-    event_id = path_id(request)
-    after, limit = page_params(request)
-    async with connection(request.state) as conn:
-        found = await registrations.list_by_event(conn, event_id, after, limit + 1)
-    return page(request, found, limit)
+get = crud.fetch(registrations.get)
+list_by_user = crud.fetch_page_of(registrations.list_by_user)
+list_by_event = crud.fetch_page_of(registrations.list_by_event)

@@ -20,27 +20,27 @@ def yoyo_url(database_url: str) -> str:
     return f"postgresql+psycopg://{rest}"
 
 
-def apply(database_url: str) -> list[str]:
-    """Apply pending migrations; returns their ids. The connection is closed afterwards,
-    which matters when the database is then used as a template."""
+def _run(database_url: str, pick: str, run: str) -> list[str]:
+    """Lock yoyo's table, pick migrations (backend method `pick`), `run` them; their ids.
+
+    The connection is closed afterwards, which matters when the database is then used as a
+    template (CREATE DATABASE … TEMPLATE refuses a template with sessions)."""
     backend = get_backend(yoyo_url(database_url))
     try:
         migrations = read_migrations(str(migrations_dir()))
         with backend.lock():
-            pending = backend.to_apply(migrations)
-            backend.apply_migrations(pending)
-        return [m.id for m in pending]
+            chosen = getattr(backend, pick)(migrations)
+            getattr(backend, run)(chosen)
+        return [m.id for m in chosen]
     finally:
         backend.connection.close()
+
+
+def apply(database_url: str) -> list[str]:
+    """Apply pending migrations."""
+    return _run(database_url, "to_apply", "apply_migrations")
 
 
 def rollback_all(database_url: str) -> list[str]:
-    backend = get_backend(yoyo_url(database_url))
-    try:
-        migrations = read_migrations(str(migrations_dir()))
-        with backend.lock():
-            applied = backend.to_rollback(migrations)
-            backend.rollback_migrations(applied)
-        return [m.id for m in applied]
-    finally:
-        backend.connection.close()
+    """Roll back every applied migration, newest first."""
+    return _run(database_url, "to_rollback", "rollback_migrations")

@@ -1,0 +1,79 @@
+"""`make run`'s database: the embedded server starts, keeps its data, is adopted after a
+crash of its owner, and is stopped when `serve` exits on SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from eventreg import devdb
+from eventreg.pgcluster import Cluster, free_port
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("EVENTREG_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    return tmp_path
+
+
+def _wait_for(base: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "serve exited early"
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(base)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_serve_starts_and_stops_the_embedded_database(
+    data_dir: Path, stop_signal: signal.Signals
+) -> None:
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "ACCESS_LOG": "0"}
+    serve = subprocess.Popen([sys.executable, "-m", "eventreg", "serve"], env=env)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}", serve)
+        created = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/users",
+            json={"name": "Kept", "email": f"kept-{stop_signal.name}@example.com"},
+        )
+        assert created.status_code == 201
+        assert devdb.embedded().running_port() is not None
+    finally:
+        serve.send_signal(stop_signal)
+        assert serve.wait(timeout=30) == 0
+    assert devdb.embedded().running_port() is None  # the database was stopped, cleanly
+    url, owned = devdb.start_embedded()  # and its data survived
+    try:
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(*) FROM users").fetchone()
+            assert row == (1,)
+    finally:
+        assert owned
+        devdb.stop_embedded()
+
+
+@pytest.mark.timeout(120)
+def test_a_server_orphaned_by_a_killed_owner_is_adopted(data_dir: Path) -> None:
+    url, owned = devdb.start_embedded()
+    assert owned
+    (data_dir / "pg.owner").write_text("999999999")  # an owner that no longer exists
+    again, owned_again = devdb.start_embedded()
+    assert (again, owned_again) == (url, True)  # same server, and it is ours to stop now
+    devdb.stop_embedded()
+    assert Cluster(data_dir / "pg").running_port() is None

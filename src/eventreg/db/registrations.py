@@ -25,7 +25,10 @@ from eventreg.structs import Registration
 Q = sql.load("registrations")
 
 
-async def register(conn: Conn, event_id: int, user_id: int) -> Registration:
+async def register(
+    conn: Conn, event_id: int, user_id: int, *, lock_wait: float | None = None
+) -> Registration:
+    """`lock_wait` bounds the whole wait for the event lock (s); see `cancel`."""
     async with conn.transaction():
         user = await conn.fetchrow(Q["share_lock_user"], user_id, event_id)
         if user is None:
@@ -35,7 +38,7 @@ async def register(conn: Conn, event_id: int, user_id: int) -> Registration:
             raise AlreadyRegistered(f"user {user_id} is already registered for event {event_id}")
         if user["seats_hint"] == 0:
             raise EventFull(f"event {event_id} has no seats left")
-        event = await conn.fetchrow(Q["lock_event"], event_id, user_id)
+        event = await conn.fetchrow(Q["lock_event"], event_id, user_id, timeout=lock_wait)
         if (hooks := testhooks.ARMED.get()) is not None:  # only with EVENTREG_TEST_HOOKS=1
             await testhooks.after_lock(hooks)
         if event is None:
@@ -52,10 +55,17 @@ async def register(conn: Conn, event_id: int, user_id: int) -> Registration:
     return rows.registration(row)
 
 
-async def cancel(conn: Conn, event_id: int, user_id: int) -> None:
-    """Cancel the active registration; its seat is released exactly once."""
+async def cancel(
+    conn: Conn, event_id: int, user_id: int, *, lock_wait: float | None = None
+) -> None:
+    """Cancel the active registration; its seat is released exactly once.
+
+    PostgreSQL's lock_timeout bounds each lock wait, but a queued row lock waits twice
+    (the tuple lock behind the first waiter, then the holder's transaction), so the
+    statement gets `lock_wait` as a client-side timeout too: one bound for the whole wait.
+    """
     async with conn.transaction():
-        if await conn.fetchval(Q["lock_event_for_cancel"], event_id) is None:
+        if await conn.fetchval(Q["lock_event_for_cancel"], event_id, timeout=lock_wait) is None:
             raise EventNotFound(f"event {event_id} does not exist", field="event_id")
         if await conn.fetchval(Q["cancel_registration"], event_id, user_id) is None:
             raise NotRegistered(f"user {user_id} has no active registration for event {event_id}")

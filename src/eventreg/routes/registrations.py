@@ -14,19 +14,26 @@ from eventreg.structs import Message, RegistrationRequest
 CANCELLED = Message("registration cancelled successfully")
 
 
+def lock_wait(request: Request[AppState]) -> float | None:
+    """The most a request waits for an event's row lock, in seconds (None: no bound)."""
+    return request.state["settings"].lock_timeout_ms / 1000 or None
+
+
 async def register(request: Request[AppState]) -> Response:
     body = await read_json(request, RegistrationRequest)
     if request.state["settings"].test_hooks:
         testhooks.arm(request.headers)
     async with connection(request.state) as conn:
-        registration = await registrations.register(conn, body.event_id, body.user_id)
+        registration = await registrations.register(
+            conn, body.event_id, body.user_id, lock_wait=lock_wait(request)
+        )
     return json(registration, 201)
 
 
 async def cancel(request: Request[AppState]) -> Response:
     body = await read_json(request, RegistrationRequest)
     async with connection(request.state) as conn:
-        await registrations.cancel(conn, body.event_id, body.user_id)
+        await registrations.cancel(conn, body.event_id, body.user_id, lock_wait=lock_wait(request))
     return json(CANCELLED)
 
 

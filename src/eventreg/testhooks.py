@@ -14,11 +14,15 @@ from __future__ import annotations
 import asyncio
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 from starlette.datastructures import Headers
 
 from eventreg import sql
+
+if TYPE_CHECKING:
+    from eventreg.db import Conn
 
 Q = sql.load("testhooks")
 
@@ -46,12 +50,18 @@ async def after_lock(hooks: Hooks) -> None:
         await asyncio.sleep(hooks.delay_after_lock_ms / 1000)
 
 
-async def before_release(hooks: Hooks, backend_pid: int, database_url: str) -> None:
-    """Kill our backend from outside and wait until it is gone; the client does not know yet."""
+async def before_release(hooks: Hooks, conn: Conn, database_url: str) -> None:
+    """Kill our backend from outside and wait until it is gone, while this side stops reading
+    its socket: the client learns of the death only during the pool's release (P1)."""
     if not hooks.terminate_before_release:
         return
-    killer = await asyncpg.connect(database_url)
+    transport: asyncio.ReadTransport = conn._transport  # type: ignore[union-attr]
+    transport.pause_reading()
     try:
-        await killer.fetchval(Q["terminate_backend"], backend_pid, 5000)
+        killer = await asyncpg.connect(database_url)
+        try:
+            await killer.fetchval(Q["terminate_backend"], conn.get_server_pid(), 5000)
+        finally:
+            await killer.close()
     finally:
-        await killer.close()
+        transport.resume_reading()

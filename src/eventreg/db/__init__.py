@@ -37,7 +37,7 @@ async def connection(state: AppState) -> AsyncIterator[Conn]:
     try:
         yield conn
         if (hooks := testhooks.ARMED.get()) is not None:  # only with EVENTREG_TEST_HOOKS=1
-            await testhooks.before_release(hooks, conn.get_server_pid(), settings.database_url)
+            await testhooks.before_release(hooks, conn, settings.database_url)
     finally:
         try:
             await pool.release(conn, timeout=settings.acquire_timeout_ms / 1000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import msgspec
@@ -22,7 +23,6 @@ from eventreg.structs import MAX_ID
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
-_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 _UNKNOWN = re.compile(r"^Object contains unknown field `([^`]*)`")
 _DIGITS = re.compile(r"[0-9]{1,19}")
@@ -54,19 +54,38 @@ async def read_json(request: Request[Any], type_: type[T]) -> T:
     if media != "application/json" and not media.endswith("+json"):
         raise UnsupportedMediaType(f"expected application/json, got {media or 'nothing'!r}")
     body = await read_body(request, request.state.settings.max_body_bytes)
-    decoder = _decoders.get(type_) or _decoders.setdefault(type_, msgspec.json.Decoder(type_))
     try:
-        result: T = decoder.decode(body)
-    except msgspec.ValidationError as exc:
+        result: T = msgspec.convert(_json_values.decode(body), type_)
+    except msgspec.ValidationError as exc:  # also: an integer literal beyond any int64
         raise Unprocessable(str(exc), field=_field_of(str(exc))) from None
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
     return result
 
 
+def _number(literal: str) -> int | float:
+    """A JSON number with a fraction or exponent: an int when its value is integral.
+
+    JSON Schema (and so the OpenAPI document) counts 7.0 and 7e0 as integers, so they are
+    accepted as 7; 7.5 stays a float and is refused where an int belongs (422), as are
+    true and "7". Magnitudes beyond int64 stay floats (never a huge Decimal-to-int).
+    """
+    value = float(literal)
+    if not value.is_integer() or abs(value) > 2.0**64:  # out of range either way
+        return value
+    exact = Decimal(literal)
+    return int(exact) if exact == exact.to_integral_value() else value
+
+
+# Bodies decode in two steps: JSON to plain values (integral numbers as ints), then
+# msgspec.convert into the struct, which validates types and constraints.
+_json_values = msgspec.json.Decoder(float_hook=_number)
+
+
 def _field_of(message: str) -> str | None:
     match = _AT_PATH.search(message) or _UNKNOWN.search(message)
-    return match.group(1) if match and match.group(1) else None
+    name = match.group(1) if match else ""
+    return name if name and not name.startswith("[") else None  # "$[...]": no field known
 
 
 def path_id(request: Request[Any], name: str = "id") -> int:

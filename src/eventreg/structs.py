@@ -15,8 +15,20 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 MAX_ID = 2**63 - 1  # ids are PostgreSQL bigint
 
 Id = Annotated[int, Meta(ge=1, le=MAX_ID, description="A positive bigint id")]
-Text = Annotated[str, Meta(min_length=1, max_length=255)]
-Email = Annotated[str, Meta(min_length=3, max_length=255, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+# Whitespace as str.strip() and Python's `\s` see it, spelled out so that the patterns mean
+# the same in Python (which enforces them) and in ECMA-262 (the OpenAPI document's dialect,
+# whose `\s` differs: it lacks \x1c-\x1f and \x85 and adds \ufeff).
+WS = r"\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Text must hold something besides whitespace and no NUL (PostgreSQL cannot store it). `_clean`
+# enforces that with readable messages; the pattern states the same rule in the OpenAPI
+# document, so generated "valid" text is text the API really accepts (tests/test_openapi.py
+# checks that the two agree).
+TEXT_PATTERN = rf"^[{WS}]*[^{WS}\x00][^\x00]*$"
+EMAIL_PATTERN = rf"^[^@{WS}\x00]+@[^@{WS}\x00]+\.[^@{WS}\x00]+$"
+Text = Annotated[
+    str, Meta(min_length=1, max_length=255, extra_json_schema={"pattern": TEXT_PATTERN})
+]
+Email = Annotated[str, Meta(min_length=3, max_length=255, pattern=EMAIL_PATTERN)]
 Capacity = Annotated[int, Meta(ge=1, le=1_000_000)]
 Role = Literal["attendee", "organizer"]
 

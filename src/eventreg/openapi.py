@@ -1,0 +1,207 @@
+"""The OpenAPI 3.1 document, generated from the route table and the msgspec structs.
+
+Nothing here is written twice: paths, methods, bodies and success statuses come from
+`routes.RESOURCES`; schemas from `msgspec.json.schema_components`; every error status and
+its `code` values from the ApiError classes an operation declares, plus the ones the
+shared helpers raise (read_json, path_id, page_params, the 503 mapping).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from eventreg.errors import (
+    ApiError,
+    BadRequest,
+    InvalidId,
+    InvalidQuery,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    Unprocessable,
+    UnsupportedMediaType,
+)
+from eventreg.http import DEFAULT_LIMIT, MAX_LIMIT
+from eventreg.structs import MAX_ID, Problem
+
+API = "/api/v1"
+
+if TYPE_CHECKING:
+    from eventreg.routes import Operation, Resource
+
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+_REF = "#/components/schemas/{name}"
+_PATH_PARAM = re.compile(r"{([^}]+)}")
+_BODY_ERRORS = (BadRequest, PayloadTooLarge, UnsupportedMediaType, Unprocessable)
+_RETRY_AFTER = {
+    "description": "Seconds to wait before retrying",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
+_NEXT_LINK = {
+    "description": 'Present when more rows remain: `<url>; rel="next"`',
+    "schema": {"type": "string"},
+}
+
+
+def document(resources: Sequence[Resource]) -> dict[str, Any]:
+    ops = [(r.path, method, op) for r in resources for method, op in r.operations.items()]
+    types = [Problem] + [t for _, _, op in ops for t in (op.body, op.response) if t is not None]
+    schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
+    schema_of = dict(zip(map(_key, types), schemas, strict=True))
+    ids = _operation_ids(ops)
+    by_endpoint: dict[Any, str] = {}  # an endpoint's first operation id: link targets
+    for path, method, op in ops:
+        by_endpoint.setdefault(op.endpoint, ids[path, method])
+    paths: dict[str, dict[str, Any]] = {}
+    for path, method, op in ops:
+        paths.setdefault(path, {})[method.lower()] = _operation(
+            path, op, ids[path, method], schema_of, by_endpoint
+        )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "eventreg",
+            "version": "1.0",
+            "description": "Event registration API. Errors are RFC 9457 problem details "
+            "with a stable `code`; 503 answers carry `Retry-After`.",
+        },
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+
+
+def endpoint(resources: Sequence[Resource]) -> Callable[[Request[Any]], Awaitable[Response]]:
+    """GET /openapi.json: the document for `resources`, encoded once and then reused."""
+
+    @functools.cache
+    def encoded() -> bytes:
+        return msgspec.json.encode(document(resources))
+
+    async def openapi_json(_: Request[Any]) -> Response:
+        return Response(encoded(), media_type=JSON)
+
+    return openapi_json
+
+
+def _key(t: Any) -> str:
+    return repr(t)
+
+
+def _operation_ids(ops: list[tuple[str, str, Operation]]) -> dict[tuple[str, str], str]:
+    """`<method>_<path words>`, e.g. patch_users_by_id: unique because (path, method) is."""
+    ids: dict[tuple[str, str], str] = {}
+    for path, method, _ in ops:
+        words = path.removeprefix(API).replace("{id}", "by_id").replace(".", "_").split("/")
+        ids[path, method] = "_".join([method.lower(), *(list(filter(None, words)) or ["index"])])
+    return ids
+
+
+def _operation(
+    path: str,
+    op: Operation,
+    operation_id: str,
+    schema_of: dict[str, Any],
+    by_endpoint: dict[Any, str],
+) -> dict[str, Any]:
+    success: dict[str, Any] = {
+        "description": op.summary,
+        "content": {JSON: {"schema": schema_of[_key(op.response)]}},
+    }
+    if op.paged:
+        success["headers"] = {"Link": _NEXT_LINK}
+    if op.links:
+        success["links"] = {
+            name: {
+                "operationId": by_endpoint[link.target],
+                **({"parameters": dict(link.parameters)} if link.parameters else {}),
+                **({"requestBody": dict(link.body)} if link.body else {}),
+            }
+            for name, link in op.links.items()
+        }
+    result: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": op.summary,
+        "responses": {str(op.status): success, **_error_responses(path, op)},
+    }
+    parameters = list(_parameters(path, op))
+    if parameters:
+        result["parameters"] = parameters
+    if op.body is not None:
+        body_schema = schema_of[_key(op.body)]
+        result["requestBody"] = {"required": True, "content": {JSON: {"schema": body_schema}}}
+    return result
+
+
+def errors_of(path: str, op: Operation) -> list[type[ApiError]]:
+    """Every ApiError `op` can answer with: its own, and those of the helpers it uses."""
+    found: list[type[ApiError]] = list(op.errors)
+    if op.body is not None:
+        found += _BODY_ERRORS
+    if _PATH_PARAM.search(path):
+        found += [InvalidId, NotFound]  # NotFound: a value with "/" misses the route
+    if op.paged:
+        found.append(InvalidQuery)
+    if op.database:
+        found.append(Unavailable)
+    return found
+
+
+def _error_responses(path: str, op: Operation) -> dict[str, Any]:
+    codes: dict[int, list[ApiError | type[ApiError]]] = {}
+    for error in errors_of(path, op):
+        codes.setdefault(error.status, []).append(error)
+    responses: dict[str, Any] = {}
+    for status, errors in sorted(codes.items()):
+        narrowed = {
+            "properties": {
+                "status": {"const": status},
+                "code": {"enum": sorted({e.code for e in errors})},
+            }
+        }
+        response: dict[str, Any] = {
+            "description": "; ".join(sorted({e.title for e in errors})),
+            "content": {
+                PROBLEM: {"schema": {"allOf": [{"$ref": "#/components/schemas/Problem"}, narrowed]}}
+            },
+        }
+        if status == 503:
+            response["headers"] = {"Retry-After": _RETRY_AFTER}
+        responses[str(status)] = response
+    return responses
+
+
+def _parameters(path: str, op: Operation) -> Iterator[dict[str, Any]]:
+    for name in _PATH_PARAM.findall(path):
+        yield {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+        }
+    if op.paged:
+        yield {
+            "name": "after",
+            "in": "query",
+            "description": "Return rows with ids greater than this (keyset pagination)",
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID, "default": 0},
+        }
+        yield {
+            "name": "limit",
+            "in": "query",
+            "description": "Page size",
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_LIMIT,
+                "default": DEFAULT_LIMIT,
+            },
+        }

@@ -38,6 +38,11 @@ async def connection(state: AppState) -> AsyncIterator[Conn]:
         yield conn
         if (hooks := testhooks.ARMED.get()) is not None:  # only with EVENTREG_TEST_HOOKS=1
             await testhooks.before_release(hooks, conn, settings.database_url)
+    except asyncpg.InternalClientError:
+        # The driver's protocol state is broken (e.g. a FATAL read while idle when the server
+        # shut down: "another operation (2) is in progress", P3). Never hand it out again.
+        conn.terminate()
+        raise
     finally:
         try:
             await pool.release(conn, timeout=settings.acquire_timeout_ms / 1000)

@@ -149,9 +149,11 @@ async def test_reregister_after_cancel(api: ApiProcess, tdb: Db) -> None:
     history = History()
 
     async def cycle(user: int) -> list[Op]:
-        return [await history.register(client, user, event),
-                await history.cancel(client, user, event),
-                await history.register(client, user, event)]  # fmt: skip
+        return [
+            await history.register(client, user, event),
+            await history.cancel(client, user, event),
+            await history.register(client, user, event),
+        ]
 
     async with api.client() as client:
         results = await asyncio.gather(*(cycle(u) for u in users))

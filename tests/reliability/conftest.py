@@ -80,8 +80,8 @@ async def api_factory(target_url: str, tmp_path: Path) -> AsyncIterator[ApiFacto
     """Start API processes on `target_url`; all are stopped (SIGTERM, then SIGKILL) after."""
     started: list[ApiProcess] = []
 
-    async def start(*, wait: bool = True, **env: str) -> ApiProcess:
-        api = ApiProcess(target_url, tmp_path / f"api{len(started)}.log", **env)
+    async def start(*, wait: bool = True, url: str = "", **env: str) -> ApiProcess:
+        api = ApiProcess(url or target_url, tmp_path / f"api{len(started)}.log", **env)
         started.append(api)
         await api.start(wait=wait)
         return api

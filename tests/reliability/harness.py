@@ -541,3 +541,67 @@ async def connect(url: str) -> AsyncIterator[Db]:
         yield conn
     finally:
         await conn.close()
+
+
+class TcpProxy:
+    """An asyncio TCP proxy on 127.0.0.1 between the API and PostgreSQL (plan item a7).
+
+    `latency` delays every chunk; `blackhole()` stops forwarding in both directions (the
+    sockets stay open: silence, as when a network drops packets); `reset_all()` aborts
+    every proxied connection at once.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.latency = 0.0
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> TcpProxy:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        self.reset_all()
+        await self.server.wait_closed()
+
+    def url(self, database_url: str) -> str:
+        return database_url.replace(f":{self.target_port}/", f":{self.port}/")
+
+    def blackhole(self) -> None:
+        self.flowing.clear()
+
+    def heal(self) -> None:
+        self.flowing.set()
+
+    def reset_all(self) -> int:
+        writers, self.writers = self.writers, set()
+        for writer in writers:
+            writer.transport.abort()
+        return len(writers) // 2
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while data := await reader.read(65536):
+                await self.flowing.wait()
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                writer.write(data)
+                await writer.drain()
+        self.writers.discard(writer)
+        writer.transport.abort()

@@ -15,6 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,12 +54,14 @@ class Server:
 
 
 def start(
-    *, workers: int = 1, database_url: str | None = None, timeout: float = 90, **env: str
-) -> Server:
-    """Start `serve` and wait until /health answers 200 (the database is reachable)."""
+    *, workers: int = 1, database_url: str | None = None, timeout: float = 90,
+    env: Mapping[str, str] | None = None,
+) -> Server:  # fmt: skip
+    """Start `serve` and wait until /health answers 200 (the database is reachable).
+    `env` adds to (or overrides) our environment, e.g. DB_POOL_MAX."""
     port = free_port()
     child_env = {**os.environ, "HOST": HOST, "PORT": str(port), "ACCESS_LOG": "0",
-                 "WEB_CONCURRENCY": str(workers), **env}  # fmt: skip
+                 "WEB_CONCURRENCY": str(workers), **(env or {})}  # fmt: skip
     if database_url:  # else $DATABASE_URL if set, or the embedded database
         child_env["DATABASE_URL"] = database_url
     with tempfile.NamedTemporaryFile(prefix="eventreg-serve-", suffix=".log", delete=False) as log:
@@ -67,7 +70,7 @@ def start(
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env,
             start_new_session=True,  # our Ctrl-C reaches us; we stop the server in order
         )  # fmt: skip
-    server = Server(f"http://{HOST}:{port}", process, Path(log.name), env)
+    server = Server(f"http://{HOST}:{port}", process, Path(log.name), dict(env or {}))
     try:
         wait_healthy(server, timeout)
     except BaseException:

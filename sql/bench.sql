@@ -1,0 +1,40 @@
+-- name: drop_database
+-- The benchmark's own database, recreated on every run so runs do not inherit rows.
+DROP DATABASE IF EXISTS eventreg_bench WITH (FORCE);
+
+-- name: create_database
+CREATE DATABASE eventreg_bench;
+
+-- name: insert_organizer
+INSERT INTO users (name, email, role)
+VALUES ('Bench organizer', $1, 'organizer')
+RETURNING id;
+
+-- name: insert_attendees
+-- $2 attendees whose emails carry the run token $1; returns their ids in order.
+INSERT INTO users (name, email)
+SELECT 'Bench user ' || g, 'bench-' || $1::text || '-' || g || '@bench.example'
+  FROM generate_series(1, $2::int) AS g
+RETURNING id;
+
+-- name: insert_events
+-- $3 events titled $1 <n>, each with capacity $2, all organized by $4.
+INSERT INTO events (title, capacity, available_seats, organizer_id)
+SELECT $1::text || ' ' || g, $2::int, $2::int, $4::bigint
+  FROM generate_series(1, $3::int) AS g
+RETURNING id;
+
+-- name: occupancy
+-- Seats against active registrations, per event, for the events in $1.
+SELECT event_id, capacity, available_seats, active_registrations, consistent
+  FROM event_occupancy
+ WHERE event_id = ANY($1::bigint[])
+ ORDER BY event_id;
+
+-- name: inconsistent_events
+-- Events whose seat counter disagrees with their active registrations (must be 0).
+SELECT count(*) FROM event_occupancy WHERE NOT consistent;
+
+-- name: analyze
+-- Fresh tables: give the planner real statistics before anything is measured.
+ANALYZE users, events, registrations;

@@ -1,0 +1,1 @@
+"""The benchmark: `python -m eventreg.bench` (see __main__.py)."""

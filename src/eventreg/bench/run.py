@@ -1,0 +1,328 @@
+"""The benchmark run: its own database, the ceiling, the server, the scenarios, the table."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from eventreg import migrate, spawn, sql
+from eventreg.bench import ceiling
+from eventreg.bench.client import (
+    Tally,
+    closed_loop,
+    connect_many,
+    percentile,
+    request_bytes,
+)
+from eventreg.pgcluster import Cluster
+
+Q = sql.load("bench")
+DATABASE = "eventreg_bench"
+HOT_CAPACITY, SPREAD_EVENTS, SPREAD_CAPACITY = 1_000_000, 1000, 1000
+RUSH_CLIENTS, RUSH_SEATS, LIST_EVENTS = 2000, 500, 100
+REGISTRATION_STATUSES = (201, 409)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    duration: float = 10.0  # measured seconds per HTTP scenario
+    warmup: float = 1.0
+    ceiling_duration: float = 5.0
+    clients: int = 50
+    workers: int = 2  # WEB_CONCURRENCY for the registration scenarios
+    read_workers: int = 1  # WEB_CONCURRENCY for read_one / read_list
+    users: int = 60_000  # distinct users per registration phase (bounds its count)
+    pool_max: int | None = None  # DB_POOL_MAX for the server; None: the server's default
+    scenarios: tuple[str, ...] = ("hot", "spread", "rush", "read_one", "read_list")
+
+    @staticmethod
+    def quick() -> Plan:
+        return Plan(duration=3.0, warmup=0.5, ceiling_duration=2.0, users=20_000)
+
+
+class Row(msgspec.Struct, omit_defaults=True):
+    scenario: str
+    workers: int
+    clients: int
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    statuses: dict[str, int]
+    errors: dict[str, int]
+    peak_rss_mb: float | None = None
+    ceiling_rps: float | None = None
+    ceiling_pct: float | None = None
+    extra: dict[str, Any] = {}
+
+
+class Result(msgspec.Struct):
+    started_at: str
+    plan: dict[str, Any]
+    machine: dict[str, Any]
+    ceiling: dict[str, float]
+    rows: list[Row]
+    checks: dict[str, bool]
+
+
+def row(scenario: str, workers: int, clients: int, tally: Tally, ok: tuple[int, ...]) -> Row:
+    lat = sorted(tally.latencies)
+    seconds = max(tally.seconds, 1e-9)
+    errors = {str(s): n for s, n in sorted(tally.statuses.items()) if s not in ok}
+    if tally.transport_errors:
+        errors["no_answer"] = tally.transport_errors
+    return Row(
+        scenario=scenario, workers=workers, clients=clients, requests=tally.answered,
+        seconds=round(seconds, 3), rps=round(tally.answered / seconds, 1),
+        p50_ms=round(percentile(lat, 0.50) * 1000, 2),
+        p95_ms=round(percentile(lat, 0.95) * 1000, 2),
+        p99_ms=round(percentile(lat, 0.99) * 1000, 2),
+        statuses={str(s): n for s, n in sorted(tally.statuses.items())}, errors=errors,
+    )  # fmt: skip
+
+
+# -- the database ------------------------------------------------------------------------
+def bench_cluster() -> Cluster:
+    return Cluster(Path(os.environ.get("EVENTREG_DATA_DIR", ".data")).resolve() / "bench" / "pg")
+
+
+async def fresh_database(cluster: Cluster) -> str:
+    """Start the benchmark's own cluster (not the dev one) and recreate its database."""
+    cluster.start(max_connections="300")
+    admin = await asyncpg.connect(cluster.url())
+    try:
+        await admin.execute(Q["drop_database"])
+        await admin.execute(Q["create_database"])
+    finally:
+        await admin.close()
+    url = cluster.url(DATABASE)
+    await asyncio.to_thread(migrate.apply, url)
+    return url
+
+
+@dataclass
+class Seed:
+    organizer: int
+    users: list[int]
+    run: str
+
+    async def events(self, url: str, label: str, count: int, capacity: int) -> list[int]:
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch(Q["insert_events"], label, capacity, count, self.organizer)
+        finally:
+            await conn.close()
+        return [r["id"] for r in rows]
+
+
+async def seed(url: str, users: int) -> Seed:
+    run = uuid.uuid4().hex[:8]
+    conn = await asyncpg.connect(url)
+    try:
+        organizer = await conn.fetchval(Q["insert_organizer"], f"organizer-{run}@bench.example")
+        ids = [r["id"] for r in await conn.fetch(Q["insert_attendees"], run, users)]
+        await conn.execute(Q["analyze"])
+    finally:
+        await conn.close()
+    return Seed(organizer, ids, run)
+
+
+async def occupancy(url: str, events: list[int]) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return list(await conn.fetch(Q["occupancy"], events))
+    finally:
+        await conn.close()
+
+
+# -- the server's memory -------------------------------------------------------------------
+def tree_rss_bytes(root: int) -> int:
+    """Resident memory of `root` and all its descendants, from /proc (Linux)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    family, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        kids = [p for p, pp in parents.items() if pp == pid and p not in family]
+        family.update(kids)
+        frontier += kids
+    total = 0
+    for pid in family:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+@asynccontextmanager
+async def rss_peak(pid: int) -> AsyncIterator[list[int]]:
+    """Samples the server tree's RSS every 200 ms; yields a one-item list holding the peak."""
+    peak = [tree_rss_bytes(pid)]
+
+    async def sample() -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            peak[0] = max(peak[0], await asyncio.to_thread(tree_rss_bytes, pid))
+
+    task = asyncio.ensure_future(sample())
+    try:
+        yield peak
+    finally:
+        task.cancel()
+        peak[0] = max(peak[0], tree_rss_bytes(pid))
+
+
+@contextmanager
+def server(url: str, workers: int, pool_max: int | None) -> Iterator[spawn.Server]:
+    env = {} if pool_max is None else {"DB_POOL_MAX": str(pool_max)}
+    srv = spawn.start(workers=workers, database_url=url, env=env)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def host_port(srv: spawn.Server) -> tuple[str, int]:
+    host, port = srv.url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+# -- scenarios -----------------------------------------------------------------------------
+def registration(host: str, pairs: Callable[[int], tuple[int, int]]) -> Callable[[int], bytes]:
+    def make(i: int) -> bytes:
+        event_id, user_id = pairs(i)
+        body = b'{"user_id":%d,"event_id":%d}' % (user_id, event_id)
+        return request_bytes("POST", "/api/v1/registrations", host, body)
+
+    return make
+
+
+def hot_pairs(event: int, users: list[int]) -> Callable[[int], tuple[int, int]]:
+    return lambda i: (event, users[i])
+
+
+def spread_pairs(events: list[int], users: list[int]) -> Callable[[int], tuple[int, int]]:
+    return lambda i: (events[i % len(events)], users[i])
+
+
+async def measure_ceiling(url: str, seed: Seed, plan: Plan) -> tuple[dict[str, float], list[Row]]:
+    """Best of 8 and 50 direct connections, for one hot event and for 1,000 events."""
+    best: dict[str, float] = {}
+    rows = []
+    for kind in ("hot", "spread"):
+        for conns in (8, 50):
+            if kind == "hot":
+                (event,) = await seed.events(url, f"ceiling hot {conns}", 1, HOT_CAPACITY)
+                pairs = hot_pairs(event, seed.users)
+            else:
+                events = await seed.events(url, f"ceiling spread {conns}", SPREAD_EVENTS,
+                                           SPREAD_CAPACITY)  # fmt: skip
+                pairs = spread_pairs(events, seed.users)
+            tally = await ceiling.drive(
+                url, conns, pairs, limit=len(seed.users), warmup=plan.warmup,
+                duration=plan.ceiling_duration,
+            )  # fmt: skip
+            r = row(f"db_ceiling_{kind}", 0, conns, tally, REGISTRATION_STATUSES)
+            rows.append(r)
+            best[kind] = max(best.get(kind, 0.0), r.rps)
+            say(f"ceiling {kind} with {conns} connections: {r.rps:.0f}/s")
+    return best, rows
+
+
+async def write_scenario(
+    name: str, srv: spawn.Server, plan: Plan, make: Callable[[int], bytes], seed: Seed
+) -> Row:
+    host, port = host_port(srv)
+    async with rss_peak(srv.pid) as peak:
+        tally = await closed_loop(host, port, plan.clients, make, limit=len(seed.users),
+                                  warmup=plan.warmup, duration=plan.duration)  # fmt: skip
+    r = row(name, plan.workers, plan.clients, tally, REGISTRATION_STATUSES)
+    r.peak_rss_mb = round(peak[0] / 2**20, 1)
+    return r
+
+
+async def read_scenario(name: str, srv: spawn.Server, plan: Plan, path: str, workers: int) -> Row:
+    host, port = host_port(srv)
+    raw = request_bytes("GET", path, f"{host}:{port}")
+    async with rss_peak(srv.pid) as peak:
+        tally = await closed_loop(host, port, plan.clients, lambda _: raw, limit=10_000_000,
+                                  warmup=plan.warmup, duration=plan.duration)  # fmt: skip
+    r = row(name, workers, plan.clients, tally, (200,))
+    r.peak_rss_mb = round(peak[0] / 2**20, 1)
+    return r
+
+
+async def rush(srv: spawn.Server, url: str, plan: Plan, seed: Seed) -> Row:
+    """2,000 clients, connected beforehand, all ask for one of 500 seats at the same moment."""
+    host, port = host_port(srv)
+    (event,) = await seed.events(url, "rush", 1, RUSH_SEATS)
+    make = registration(f"{host}:{port}", hot_pairs(event, seed.users[-RUSH_CLIENTS:]))
+    connections = await connect_many(host, port, RUSH_CLIENTS)
+    tally, done_at = Tally(), []
+    async with rss_peak(srv.pid) as peak:
+        t0 = time.perf_counter()
+
+        async def one(i: int) -> None:
+            try:
+                status = await connections[i].request(make(i))
+            except ConnectionError:
+                tally.transport_errors += 1
+                return
+            now = time.perf_counter()
+            tally.latencies.append(now - t0)
+            tally.statuses[status] += 1
+            if status == 201:
+                done_at.append(now - t0)
+
+        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(RUSH_CLIENTS))), 60)
+        tally.seconds = time.perf_counter() - t0
+    for c in connections:
+        c.close()
+    (occ,) = await occupancy(url, [event])
+    r = row("rush", plan.workers, RUSH_CLIENTS, tally, REGISTRATION_STATUSES)
+    r.peak_rss_mb = round(peak[0] / 2**20, 1)
+    r.extra = {
+        "seats": RUSH_SEATS, "sold": tally.statuses[201], "sold_out_s": round(max(done_at), 3)
+        if len(done_at) == RUSH_SEATS else None, "all_answered_s": round(tally.seconds, 3),
+        "db_active_registrations": occ["active_registrations"],
+        "db_available_seats": occ["available_seats"], "db_consistent": occ["consistent"],
+    }  # fmt: skip
+    return r
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", flush=True)
+
+
+def machine() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=False).stdout.strip()  # fmt: skip
+    except OSError:
+        commit = ""
+    return {
+        "cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(), "platform": platform.platform(), "commit": commit,
+    }  # fmt: skip

@@ -1,0 +1,198 @@
+"""The OpenAPI document: its shape, its agreement with the route table, and a schemathesis run."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema_rs
+import msgspec
+import pytest
+from schemathesis.specs.openapi.definitions import OPENAPI_31
+
+from eventreg.openapi import document
+from eventreg.pgcluster import free_port
+from eventreg.routes import RESOURCES, ROUTES
+from eventreg.structs import TEXT_PATTERN, NewUser
+
+ST_CONFIG = Path(__file__).with_name("schemathesis.toml")
+ST_HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
+
+
+JSON = dict[str, Any]
+DOC: JSON = document(RESOURCES)
+HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
+
+
+def test_document_is_valid_openapi_3_1() -> None:
+    validator = jsonschema_rs.Draft202012Validator(OPENAPI_31)
+    assert [e.message for e in validator.iter_errors(DOC)] == []
+    assert DOC["openapi"] == "3.1.0"
+
+
+def test_every_route_is_documented_and_nothing_else() -> None:
+    served = {
+        (route.path, method.lower())
+        for route in ROUTES
+        for method in route.methods or ()
+        if method != "HEAD"  # HEAD is GET without a body; OpenAPI leaves it implicit
+    }
+    documented = {(path, method) for path, item in DOC["paths"].items() for method in item}
+    assert served == documented
+    assert ("/openapi.json", "get") in documented
+
+
+def test_operation_ids_are_unique_and_links_resolve() -> None:
+    operations = [op for item in DOC["paths"].values() for op in item.values()]
+    ids = [op["operationId"] for op in operations]
+    assert len(ids) == len(set(ids))
+    targets = [
+        link["operationId"]
+        for op in operations
+        for response in op["responses"].values()
+        for link in response.get("links", {}).values()
+    ]
+    assert targets
+    assert set(targets) <= set(ids)
+
+
+def test_every_ref_resolves() -> None:
+    refs = re.findall(r'"\$ref":"#/components/schemas/([^"]+)"', msgspec.json.encode(DOC).decode())
+    assert refs
+    assert set(refs) <= set(DOC["components"]["schemas"])
+
+
+def test_errors_are_problem_json_and_success_is_json() -> None:
+    for path, item in DOC["paths"].items():
+        for method, op in item.items():
+            for status, response in op["responses"].items():
+                media = "application/problem+json" if status >= "400" else "application/json"
+                assert list(response["content"]) == [media], (method, path, status)
+            statuses = set(op["responses"])
+            if "requestBody" in op:
+                assert {"400", "413", "415", "422"} <= statuses, (method, path)
+            if "{id}" in path:
+                assert {"400", "404"} <= statuses, (method, path)
+            if path not in ("/", "/openapi.json"):
+                assert "503" in statuses, (method, path)
+                assert "Retry-After" in op["responses"]["503"]["headers"]
+
+
+async def test_served_document_is_the_generated_one(client: httpx.AsyncClient) -> None:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == msgspec.json.decode(msgspec.json.encode(DOC))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a",
+        " a ",
+        "\u00a0x",
+        "x\u3000",
+        "\ufeff",
+        "\u200b",
+        "é",
+        "\U0001f600",
+        "\x1f",
+        "a\x01b",
+        "",
+        " ",
+        "\t\n",
+        "\x1c\x1d\x1e\x1f\x85",
+        "\u2028\u3000",
+        "a\x00",
+        "\x00",
+        " \x00 ",
+    ],
+)
+def test_text_pattern_agrees_with_validation(text: str) -> None:
+    """TEXT_PATTERN (in the document) accepts exactly the names NewUser accepts."""
+    documented = re.search(TEXT_PATTERN, text) is not None
+    try:
+        msgspec.convert({"name": text, "email": "a@b.co"}, NewUser)
+        accepted = True
+    except msgspec.ValidationError:
+        accepted = False
+    assert documented == accepted
+
+
+@pytest.fixture
+def live_url(database_url: str) -> Iterator[str]:
+    """uvicorn serving the app on a free loopback port, against this test's database."""
+    port = free_port()
+    server = ["uvicorn", "--factory", "eventreg.app:app_from_env", "--host", "127.0.0.1"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", *server, "--port", str(port), "--log-level", "warning"],
+        env={**os.environ, "DATABASE_URL": database_url},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while not _answers(f"{base}/health"):
+            assert process.poll() is None, "uvicorn exited"
+            assert time.monotonic() < deadline, "uvicorn did not come up"
+            time.sleep(0.05)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.mark.timeout(90)
+def test_schemathesis_contract(live_url: str, tmp_path: Path) -> None:
+    """Every phase (coverage, fuzzing, stateful) and every check passes against the document.
+
+    Settings live in schemathesis.toml (seed 1, 25 examples per operation, one worker).
+    `positive_data_acceptance` runs through the wrapper in schemathesis_hooks.py, which
+    additionally tolerates only the two organizer-reference codes. Set ST_REPORT_DIR to keep
+    the JSON and HAR reports.
+    """
+    reports = Path(os.environ.get("ST_REPORT_DIR") or tmp_path)
+    st = [str(Path(sys.executable).with_name("st")), "--config-file", str(ST_CONFIG), "run"]
+    checks = ["--checks", "all", "--exclude-checks", "positive_data_acceptance"]
+    report = ["--report", "json,har", "--report-dir", str(reports)]
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(ST_HOOKS)}
+    started = time.monotonic()
+    result = subprocess.run(
+        [*st, f"{live_url}/openapi.json", *checks, *report],
+        capture_output=True, text=True, timeout=85, check=False, env=env,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    summary = msgspec.json.decode(next(reports.glob("json-*.json")).read_bytes())
+    cases = summary["test_cases"]
+    print(f"\nschemathesis: {cases['generated']} cases, {elapsed:.1f} s", result.stderr[-3000:])
+    assert result.returncode == 0, result.stdout[-20000:]
+    # Every operation but GET /openapi.json, which schemathesis leaves out as the document's
+    # own location (the document tests above cover it).
+    operations = sum(len(r.operations) for r in RESOURCES) - 1
+    assert summary["operations"]["tested"] == summary["operations"]["total"] == operations
+    phases = {name: phase["status"] for name, phase in summary["phases"].items()}
+    assert phases == {
+        "examples": "skip",  # the document carries no examples
+        "coverage": "success",
+        "fuzzing": "success",
+        "stateful": "success",
+    }
+    assert (cases["with_failures"], cases["errored"]) == (0, 0)

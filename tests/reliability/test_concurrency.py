@@ -74,8 +74,8 @@ async def test_hooks_work_when_enabled(api: ApiProcess, tdb: Db) -> None:
 
 
 async def test_last_seat_race(api: ApiProcess, tdb: Db) -> None:
-    """C1: capacity 1, 50 distinct users at once, 20 rounds: exactly 1x201 and 49x409 each."""
-    events = await make_events(tdb, [1] * 20)
+    """C1: capacity 1, 50 distinct users at once, 12 rounds: exactly 1x201 and 49x409 each."""
+    events = await make_events(tdb, [1] * 12)
     users = await make_users(tdb, 50)
     history = History()
     async with api.client() as client, Sampler(api.database_url, events) as sampler:

@@ -58,7 +58,7 @@ class Outage:
 
 
 async def load_through_restart(
-    api: ApiProcess, pg: FaultPg, mode: str, *, seconds: float = 7, at: float = 2.5
+    api: ApiProcess, pg: FaultPg, mode: str, *, seconds: float = 6, at: float = 2
 ) -> Outage:
     """20 workers register (85%) and cancel (15%) while PostgreSQL restarts in `mode`."""
     capacities = [1000] * 5

@@ -53,7 +53,7 @@ def latency_summary(history: History) -> str:
 
 @pytest.mark.timeout(60)
 async def test_jepsen_style_mixed_history(api: ApiProcess, tdb: Db) -> None:
-    """S1: 32 workers, 60% register / 25% cancel / 15% read on 5 events for 10 s; I1-I8."""
+    """S1: 32 workers, 60% register / 25% cancel / 15% read on 5 events for 8 s; I1-I8."""
     capacities = [1, 2, 10, 50, 1000]
     events, users = await make_events(tdb, capacities), await make_users(tdb, 200)
     history = History()
@@ -68,7 +68,7 @@ async def test_jepsen_style_mixed_history(api: ApiProcess, tdb: Db) -> None:
         return await history.read(client, event, proc=worker)
 
     async with api.client() as client, Sampler(api.database_url, events) as sampler:
-        count = await run_for(10, 20_000, 32, op)
+        count = await run_for(8, 20_000, 32, op)
     elapsed = max(o.t_complete for o in history.ops) - min(o.t_invoke for o in history.ops)
     print(
         f"\nS1: {count} ops in {elapsed:.1f} s = {count / elapsed:.0f} ops/s; "
@@ -85,8 +85,8 @@ async def test_jepsen_style_mixed_history(api: ApiProcess, tdb: Db) -> None:
 
 @pytest.mark.timeout(60)
 async def test_hot_event_throughput(api: ApiProcess, tdb: Db) -> None:
-    """S2: 2000 registrations at concurrency 50 on one event of 50 seats: 0 errors."""
-    (event,), users = await make_events(tdb, [50]), await make_users(tdb, 2000)
+    """S2: 1000 registrations at concurrency 50 on one event of 50 seats: 0 errors."""
+    (event,), users = await make_events(tdb, [50]), await make_users(tdb, 1000)
     history = History()
 
     async def op(worker: int, i: int) -> Op:
@@ -99,8 +99,8 @@ async def test_hot_event_throughput(api: ApiProcess, tdb: Db) -> None:
         f"\nS2: {count} registrations in {elapsed:.1f} s = {count / elapsed:.0f} req/s; "
         f"{latency_summary(history)}"
     )
-    assert count == 2000
-    assert history.codes() == {(201, None): 50, (409, "event_full"): 1950}
+    assert count == 1000
+    assert history.codes() == {(201, None): 50, (409, "event_full"): 950}
     report = await verify(history, tdb, api, initial={event: 50})
     assert report.violations == [], "\n".join(report.violations)
 
@@ -195,13 +195,10 @@ class SeatModel(RuleBasedStateMachine):
 
     @invariant()
     def seats_match_the_model(self) -> None:
-        for event, capacity in self.capacity.items():
-            status, body = self.call("GET", f"/events/{event}", {})
-            assert status == 200
-            assert (body["capacity"], body["available_seats"]) == (
-                capacity,
-                capacity - self.taken(event),
-            )
+        response = self.http.get(f"{API}/events", params={"limit": 1000})
+        assert response.status_code == 200
+        seen = {e["id"]: (e["capacity"], e["available_seats"]) for e in response.json()}
+        assert seen == {e: (c, c - self.taken(e)) for e, c in self.capacity.items()}
 
 
 @pytest.mark.timeout(120)

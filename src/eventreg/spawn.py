@@ -42,7 +42,8 @@ class Server:
             return ""
 
     def stop(self, timeout: float = 30) -> int:
-        """SIGTERM, wait for the graceful exit; SIGKILL only if it hangs. Returns the exit code."""
+        """SIGTERM, wait for the graceful exit; SIGKILL only if it hangs. Returns the exit
+        code. The log is deleted after a clean exit and kept (path printed) otherwise."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -50,6 +51,10 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+        if self.process.returncode == 0:
+            self.log_path.unlink(missing_ok=True)
+        else:
+            print(f"server log kept: {self.log_path}", file=sys.stderr)
         return self.process.returncode
 
 

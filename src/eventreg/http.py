@@ -24,7 +24,8 @@ T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
-_UNKNOWN = re.compile(r"^Object contains unknown field `([^`]*)`")
+_NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]*)`")
+_CLEAN_FIELD = re.compile(r"^`([a-z_]+)` must ")  # structs._clean's messages
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
@@ -83,7 +84,7 @@ _json_values = msgspec.json.Decoder(float_hook=_number)
 
 
 def _field_of(message: str) -> str | None:
-    match = _AT_PATH.search(message) or _UNKNOWN.search(message)
+    match = _AT_PATH.search(message) or _NAMED_FIELD.search(message) or _CLEAN_FIELD.search(message)
     name = match.group(1) if match else ""
     return name if name and not name.startswith("[") else None  # "$[...]": no field known
 

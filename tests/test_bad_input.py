@@ -13,7 +13,11 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from asgi_lifespan import LifespanManager
+from starlette.types import Message
 
+from eventreg.app import create_app
+from eventreg.config import Settings
 from tests.bad_input import API, JSON, Db, World, check_problem, make_world, send, snapshot
 
 MAX_BODY = 64 * 1024
@@ -198,6 +202,13 @@ async def wrong_content_types(client: httpx.AsyncClient, route: BodyRoute, world
         response = await send(client, route.method, route.url(world), body, content_type)
         check_problem(response, 415, "unsupported_media_type", operation=route.operation,
                       case=content_type)  # fmt: skip
+    for coding in ("gzip", "br", "deflate", "identity, gzip"):  # bodies we would misread
+        response = await client.request(
+            route.method, route.url(world), content=body,
+            headers={"content-type": "application/json", "content-encoding": coding},
+        )  # fmt: skip
+        check_problem(response, 415, "unsupported_media_type", operation=route.operation,
+                      case=coding)  # fmt: skip
 
 
 async def oversized(client: httpx.AsyncClient, route: BodyRoute, world: World) -> None:
@@ -279,3 +290,36 @@ async def test_bounds_are_inclusive(client: httpx.AsyncClient) -> None:
         response = await client.post(f"{API}/events", json={
             "title": "t" * 255, "capacity": capacity, "organizer_id": organizer})  # fmt: skip
         assert response.status_code == 201, response.text
+
+
+async def test_a_client_that_disconnects_mid_body_gets_400_not_500(
+    settings: Settings, db: Db
+) -> None:
+    """B9: the body stops half way (the client went away): no 500, no traceback, no row."""
+    before = await snapshot(db)
+    app = create_app(settings)
+    sent: list[Message] = []
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'{"name": "Half', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send_message(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": f"{API}/users", "raw_path": f"{API}/users".encode(),
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
+        "server": ("test", 80), "headers": [(b"content-type", b"application/json")],
+    }  # fmt: skip
+    async with LifespanManager(app) as manager:
+        await manager.app(scope, receive, send_message)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 400
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert msgspec.json.decode(body)["code"] == "malformed_json"
+    assert await snapshot(db) == before

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from eventreg.errors import (
@@ -41,11 +41,14 @@ async def read_body(request: Request[Any], limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body is {declared} bytes; the limit is {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody will read the answer, but it is not a 500 either
+        raise BadRequest("the client disconnected before sending the whole body") from None
     return b"".join(chunks)
 
 
@@ -54,6 +57,9 @@ async def read_json(request: Request[Any], type_: type[T]) -> T:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         raise UnsupportedMediaType(f"expected application/json, got {media or 'nothing'!r}")
+    coding = request.headers.get("content-encoding", "").strip().lower() or "identity"
+    if coding != "identity":  # RFC 9110 15.5.16: an unsupported content coding is a 415
+        raise UnsupportedMediaType(f"content coding {coding[:40]!r} is not supported")
     body = await read_body(request, request.state.settings.max_body_bytes)
     try:
         result: T = msgspec.convert(_json_values.decode(body), type_)

@@ -32,6 +32,7 @@ INVALID_IDS = [
     "%EF%BC%91",  # fullwidth digit one
     "9223372036854775808", "18446744073709551616", "9" * 5000,
     "1%3BDROP%20TABLE%20users", "%27%20OR%201%3D1%20--", "true", "null", "%E2%80%8B1",
+    "%FF", "1%C0%AF",  # not UTF-8 once decoded
 ]  # fmt: skip
 UNKNOWN_IDS = ["2147483648", "4294967296", str(MAX_ID), "000999"]
 NOT_FOUND_CODES = {
@@ -86,7 +87,7 @@ BAD_QUERIES = [
     "limit=0", "limit=-1", "limit=1001", "limit=1000000000", "limit=abc", "limit=", "limit=1.5",
     "limit=1e2", "limit=%2B5", "limit=%201", "limit=" + "9" * 5000, "limit=1%3BDROP",
     "after=-1", "after=abc", "after=9223372036854775808", "after=", "after=1.0",
-    "limit=10&limit=0", "limit=5&after=x",
+    "limit=10&limit=0", "limit=5&after=x", "limit=%FF", "after=%C0%AF",
 ]  # fmt: skip
 
 

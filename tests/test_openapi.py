@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -19,9 +18,9 @@ import pytest
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
 from eventreg.openapi import document
-from eventreg.pgcluster import free_port
 from eventreg.routes import RESOURCES, ROUTES
 from eventreg.structs import TEXT_PATTERN, NewUser
+from tests.live_server import serve
 
 ST_CONFIG = Path(__file__).with_name("schemathesis.toml")
 ST_HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
@@ -130,34 +129,8 @@ def test_text_pattern_agrees_with_validation(text: str) -> None:
 @pytest.fixture
 def live_url(database_url: str) -> Iterator[str]:
     """uvicorn serving the app on a free loopback port, against this test's database."""
-    port = free_port()
-    server = ["uvicorn", "--factory", "eventreg.app:app_from_env", "--host", "127.0.0.1"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", *server, "--port", str(port), "--log-level", "warning"],
-        env={**os.environ, "DATABASE_URL": database_url},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while not _answers(f"{base}/health"):
-            assert process.poll() is None, "uvicorn exited"
-            assert time.monotonic() < deadline, "uvicorn did not come up"
-            time.sleep(0.05)
+    with serve(database_url) as base:
         yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 @pytest.mark.timeout(90)

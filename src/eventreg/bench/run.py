@@ -76,7 +76,8 @@ class Result(msgspec.Struct):
     machine: dict[str, Any]
     ceiling: dict[str, float]
     rows: list[Row]
-    checks: dict[str, bool]
+    targets: dict[str, bool]  # the issue's performance targets: met or missed
+    correct: dict[str, bool]  # never oversold, counters consistent: any False is a failure
 
 
 def row(scenario: str, workers: int, clients: int, tally: Tally, ok: tuple[int, ...]) -> Row:
@@ -145,6 +146,15 @@ async def occupancy(url: str, events: list[int]) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(url)
     try:
         return list(await conn.fetch(Q["occupancy"], events))
+    finally:
+        await conn.close()
+
+
+async def inconsistent_events(url: str) -> int:
+    """Events whose seat counter disagrees with their active registrations (must be 0)."""
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval(Q["inconsistent_events"]))
     finally:
         await conn.close()
 

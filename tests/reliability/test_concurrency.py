@@ -229,6 +229,7 @@ async def test_storm_at_serializable(api_factory: ApiFactory, tdb: Db, target_ur
     statuses = history.statuses()
     assert set(statuses) <= {201, 409, 503}, statuses
     assert statuses[201] <= 50
+    print(f"\nC10: at SERIALIZABLE: {dict(statuses)}")
     report = await verify(history, tdb, api, initial={event: 50}, sampler=sampler)
     assert_clean(report.violations)
 
@@ -270,5 +271,6 @@ async def test_race_canary(tdb: Db, target_url: str) -> None:
         await pool.close()
     sold = sum(op.status == 201 for op in history.ops)
     report = check(history, await read_final(tdb), initial={event: 47})
+    print(f"\nC9: the naive path sold {sold} of 47 seats; checker: {report.violations[:2]}")
     assert sold > 47, "the naive path did not oversell; the canary proves nothing"
     assert any(v.startswith("I1") for v in report.violations), report.violations

@@ -150,7 +150,7 @@ def test_schemathesis_contract(live_url: str, tmp_path: Path) -> None:
     started = time.monotonic()
     result = subprocess.run(
         [*st, f"{live_url}/openapi.json", *checks, *report],
-        capture_output=True, text=True, timeout=85, check=False, env=env,
+        capture_output=True, text=True, timeout=60, check=False, env=env,
     )  # fmt: skip
     elapsed = time.monotonic() - started
     summary = msgspec.json.decode(next(reports.glob("json-*.json")).read_bytes())

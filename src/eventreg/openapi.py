@@ -8,9 +8,8 @@ shared helpers raise (read_json, path_id, page_params, the 503 mapping).
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -79,17 +78,18 @@ def document(resources: Sequence[Resource]) -> dict[str, Any]:
     }
 
 
-def endpoint(resources: Sequence[Resource]) -> Callable[[Request[Any]], Awaitable[Response]]:
-    """GET /openapi.json: the document for `resources`, encoded once and then reused."""
+class Served:
+    """GET /openapi.json. `encode` runs once, when the route table is complete (at import,
+    so a generator bug stops the app from starting); requests only send the bytes."""
 
-    @functools.cache
-    def encoded() -> bytes:
-        return msgspec.json.encode(document(resources))
+    def __init__(self) -> None:
+        self.body = b""
 
-    async def openapi_json(_: Request[Any]) -> Response:
-        return Response(encoded(), media_type=JSON)
+    def encode(self, resources: Sequence[Resource]) -> None:
+        self.body = msgspec.json.encode(document(resources))
 
-    return openapi_json
+    async def __call__(self, _: Request[Any]) -> Response:
+        return Response(self.body, media_type=JSON)
 
 
 def _key(t: Any) -> str:

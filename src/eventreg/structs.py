@@ -31,6 +31,10 @@ Text = Annotated[
 Email = Annotated[str, Meta(min_length=3, max_length=255, pattern=EMAIL_PATTERN)]
 Capacity = Annotated[int, Meta(ge=1, le=1_000_000)]
 Role = Literal["attendee", "organizer"]
+# Output only. msgspec writes RFC 3339 but documents a bare string; the format lets
+# schemathesis check every timestamp it receives.
+Timestamp = Annotated[datetime, Meta(extra_json_schema={"format": "date-time"})]
+RegistrationStatus = Literal["active", "cancelled"]
 
 T = TypeVar("T")
 
@@ -77,9 +81,9 @@ class User(Struct, frozen=True):
     id: int
     name: str
     email: str
-    role: str
-    created_at: datetime
-    updated_at: datetime
+    role: Role
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 # -- events --------------------------------------------------------------------------------
@@ -107,8 +111,8 @@ class Event(Struct, frozen=True):
     capacity: int
     available_seats: int
     organizer_id: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
     organizer: User | UnsetType = UNSET
 
 
@@ -124,9 +128,9 @@ class Registration(Struct, frozen=True):
     id: int
     user_id: int
     event_id: int
-    status: str
-    created_at: datetime
-    updated_at: datetime
+    status: RegistrationStatus
+    created_at: Timestamp
+    updated_at: Timestamp
     user: User | UnsetType = UNSET
     event: Event | UnsetType = UNSET
 

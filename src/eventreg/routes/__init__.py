@@ -252,12 +252,12 @@ RESOURCES: list[Resource] = [
         ),
     ),
 ]
+OPENAPI = openapi.Served()
 RESOURCES.append(
     resource(
         "/openapi.json",
-        get=Operation(
-            openapi.endpoint(RESOURCES), "This OpenAPI 3.1 document", dict[str, Any], database=False
-        ),
+        get=Operation(OPENAPI, "This OpenAPI 3.1 document", dict[str, Any], database=False),
     )
 )
+OPENAPI.encode(RESOURCES)
 ROUTES = [r.route() for r in RESOURCES]

@@ -180,7 +180,8 @@ async def test_register_cancel_interleave_same_user(api: ApiProcess, tdb: Db) ->
 
     async with api.client() as client, Sampler(api.database_url, [event]) as sampler:
         await asyncio.gather(*(worker(w) for w in range(8)))
-    assert set(history.outcomes()) <= {"ok", "fail"}, history.outcomes()
+    # a deadlock would be a 503 here and a nonzero pg_stat_database.deadlocks in verify()
+    assert "error" not in history.outcomes()
     assert (await read_final(tdb)).active[(user, event)] <= 1
     report = await verify(history, tdb, api, initial={event: 2}, sampler=sampler)
     assert_clean(report.violations)

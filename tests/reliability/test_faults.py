@@ -26,6 +26,7 @@ from tests.reliability.harness import (
     ApiProcess,
     Db,
     History,
+    Op,
     api_sessions,
     connect,
     make_events,
@@ -67,6 +68,10 @@ async def hold_row_lock(url: str, event: int) -> AsyncIterator[None]:
         yield
 
 
+async def has_idle_tx(db: Db, at_least: int = 1) -> bool:
+    return (await api_sessions(db))[1] >= at_least
+
+
 async def wait_until(predicate: Callable[[], Awaitable[bool]], seconds: float) -> float:
     """Seconds until `predicate()` held, or raise if it did not within `seconds`."""
     start = time.monotonic()
@@ -81,14 +86,14 @@ async def test_terminate_backend_mid_tx(api: ApiProcess, tdb: Db) -> None:
     """F1: kill backends idle in transaction: victims 503, nothing half-done, then all 201."""
     events, users = await make_events(tdb, [1] * 40), await make_users(tdb, 40)
     history = History()
-    delay = {"X-Test-Delay-After-Lock": "400"}
+    delay = {"X-Test-Delay-After-Lock": "1000"}
     async with api.client() as client:
         batch = [
             history.register(client, u, e, headers=delay)
             for u, e in zip(users[:20], events[:20], strict=True)
         ]
         load = asyncio.gather(*batch)
-        await asyncio.sleep(0.25)
+        await wait_until(lambda: has_idle_tx(tdb, 5), 5)
         killed = await terminate(tdb, IDLE_TX)
         first = await load
         t_after = time.monotonic()
@@ -137,8 +142,7 @@ async def test_api_sigkill_mid_tx(api: ApiProcess, tdb: Db) -> None:
                 for u in users[5:15]
             )
         )
-        await asyncio.sleep(0.5)
-        assert (await api_sessions(tdb))[1] >= 1  # someone is idle in transaction
+        await wait_until(lambda: has_idle_tx(tdb), 5)  # someone holds the lock
         await api.kill()
         await held
 
@@ -293,7 +297,16 @@ async def test_client_disconnect_storm(api: ApiProcess, tdb: Db) -> None:
             )
         )
         await asyncio.sleep(3)  # handlers are not cancelled by a disconnect: let them finish
-        retries = await asyncio.gather(*(history.register(client, u, e) for u, e in pairs))
+
+        async def answered(user: int, event: int) -> Op:
+            for _ in range(10):  # a retrying client: 503 means "try again"
+                op = await history.register(client, user, event)
+                if op.type != "info":
+                    break
+                await asyncio.sleep(0.3)
+            return op
+
+        retries = await asyncio.gather(*(answered(u, e) for u, e in pairs))
     info = sum(op.type == "info" for op in dropped)
     print(f"\nF10: first attempts {dict(history.codes())}; {info} dropped by the client")
     for first, retry in zip(dropped, retries, strict=True):

@@ -75,7 +75,7 @@ async def test_jepsen_style_mixed_history(api: ApiProcess, tdb: Db) -> None:
         f"{latency_summary(history)}; outcomes {dict(history.outcomes())}; "
         f"{sampler.samples} samples"
     )
-    assert set(history.outcomes()) <= {"ok", "fail"}, history.outcomes()
+    assert "error" not in history.outcomes()  # 503s are allowed; the checker bounds them
     report = await verify(
         history, tdb, api, initial=dict(zip(events, capacities, strict=True)), sampler=sampler
     )

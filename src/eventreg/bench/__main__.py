@@ -65,17 +65,20 @@ async def bench(plan: Plan) -> Result:
     cluster = run.bench_cluster()
     say(f"database: {cluster.datadir} (fresh database {run.DATABASE})")
     url = await run.fresh_database(cluster)
+    neighbours = run.Neighbours(cluster)
+    neighbours.start()
     try:
         seed = await run.seed(url, plan.users)
         say(f"seeded {len(seed.users)} users")
         rows = await http_scenarios(url, plan, seed)
         correct = {"every event: seats = capacity - active registrations":
                    await run.inconsistent_events(url) == 0}  # fmt: skip
+        others = neighbours.percent()
     finally:
         cluster.stop()
     rows_by = {r.scenario: r for r in rows}
     best = {k: r.ceiling_rps for k, r in rows_by.items() if r.ceiling_rps is not None}
-    machine = {**load_before, "loadavg_end": run.machine()["loadavg"]}
+    machine = {**load_before, "loadavg_end": run.machine()["loadavg"], "others_cpu_pct": others}
     if "rush" in rows_by:
         correct["rush: no more than 500 sold"] = rush_correct(rows_by["rush"])
     return Result(started, dataclasses.asdict(plan), machine, best, rows,
@@ -168,7 +171,8 @@ def table(result: Result) -> str:
     out.insert(1, "  ".join("-" * w for w in widths))
     out += [rush_line(r) for r in result.rows if r.scenario == "rush"]
     m = result.machine
-    out.append(f"machine: {m['cpus']} CPUs, load average {m['loadavg']} at start, "
+    out.append(f"machine: {m['cpus']} CPUs; other processes used {m['others_cpu_pct']}% of "
+               f"them during the run; load average {m['loadavg']} at start, "
                f"{m['loadavg_end']} at end; commit {m['commit']}")  # fmt: skip
     out += [f"{'met ' if ok else 'MISS'}  {name}" for name, ok in result.targets.items()]
     out += [f"{'ok  ' if ok else 'FAIL'}  {name}" for name, ok in result.correct.items()]

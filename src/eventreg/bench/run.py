@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import resource
 import subprocess
 import time
 import uuid
@@ -160,9 +161,62 @@ async def inconsistent_events(url: str) -> int:
         await conn.close()
 
 
+# -- who used the machine --------------------------------------------------------------------
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds spent busy on all CPUs since boot (/proc/stat: all but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / TICK
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """A process's CPU plus that of the children it has reaped (a postmaster's backends)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / TICK
+
+
+def own_cpu_seconds(cluster: Cluster) -> float:
+    """This process, the servers it ran and reaped, and the benchmark's PostgreSQL."""
+    own = sum(resource.getrusage(who)[0] + resource.getrusage(who)[1]
+              for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))  # fmt: skip
+    try:
+        postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return own
+    return (
+        own
+        + process_cpu_seconds(postmaster)
+        + sum(process_cpu_seconds(p) for p in descendants(postmaster))
+    )
+
+
+@dataclass
+class Neighbours:
+    """How much of the machine other processes used while the benchmark ran."""
+
+    cluster: Cluster
+    started: float = 0.0
+    busy: float = 0.0
+    own: float = 0.0
+
+    def start(self) -> None:
+        self.started, self.busy = time.monotonic(), machine_busy_seconds()
+        self.own = own_cpu_seconds(self.cluster)
+
+    def percent(self) -> float:
+        """Others' share of all CPUs' time since start(), in percent."""
+        elapsed = (time.monotonic() - self.started) * (os.cpu_count() or 1)
+        others = machine_busy_seconds() - self.busy - (own_cpu_seconds(self.cluster) - self.own)
+        return round(max(others, 0.0) / max(elapsed, 1e-9) * 100, 1)
+
+
 # -- the server's memory -------------------------------------------------------------------
-def tree_rss_bytes(root: int) -> int:
-    """Resident memory of `root` and all its descendants, from /proc (Linux)."""
+def descendants(root: int) -> set[int]:
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -170,14 +224,20 @@ def tree_rss_bytes(root: int) -> int:
             parents[int(stat.parent.name)] = int(fields[1])
         except (OSError, IndexError, ValueError):
             continue
-    family, frontier = {root}, [root]
+    family: set[int] = set()
+    frontier = [root]
     while frontier:
         pid = frontier.pop()
         kids = [p for p, pp in parents.items() if pp == pid and p not in family]
         family.update(kids)
         frontier += kids
+    return family
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Resident memory of `root` and all its descendants, from /proc (Linux)."""
     total = 0
-    for pid in family:
+    for pid in {root} | descendants(root):
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

@@ -93,7 +93,7 @@ async def http_scenarios(url: str, plan: Plan, seed: run.Seed) -> list[Row]:
     reads = [s for s in plan.scenarios if s in ("read_one", "read_list")]
     if writes:
         with run.server(url, plan.workers, plan.pool_max) as srv:
-            say(f"server up: {srv.url}, {plan.workers} worker(s)")
+            say(f"server up: {srv.url}, pid {srv.pid}, {plan.workers} worker(s)")
             host = srv.url.removeprefix("http://")
             for name in writes:
                 if name == "rush":
@@ -111,7 +111,7 @@ async def http_scenarios(url: str, plan: Plan, seed: run.Seed) -> list[Row]:
                 say(f"{name}: {r.rps:.0f}/s ({r.ceiling_pct}% of the database ceiling)")
     if reads:
         with run.server(url, plan.read_workers, plan.pool_max) as srv:
-            say(f"server up: {srv.url}, {plan.read_workers} worker(s)")
+            say(f"server up: {srv.url}, pid {srv.pid}, {plan.read_workers} worker(s)")
             (event,) = await seed.events(url, "read", 1, 100)
             await seed.events(url, "list", run.LIST_EVENTS, 100)
             paths = {"read_one": f"/api/v1/events/{event}", "read_list": "/api/v1/events?limit=100"}

@@ -169,3 +169,26 @@ def test_schemathesis_contract(live_url: str, tmp_path: Path) -> None:
         "stateful": "success",
     }
     assert (cases["with_failures"], cases["errored"]) == (0, 0)
+
+
+@pytest.mark.timeout(60)
+def test_schemathesis_catches_a_lying_document(live_url: str, tmp_path: Path) -> None:
+    """The canary: the same run against a document that lies in two ways must fail on both.
+
+    If this ever passes, the contract test above is blind to schema and status drift.
+    """
+    lying = msgspec.json.decode(msgspec.json.encode(DOC))
+    lying["components"]["schemas"]["Health"]["properties"]["status"] = {"enum": ["nope"]}
+    del lying["paths"]["/api/v1/users/{id}"]["get"]["responses"]["404"]
+    path = tmp_path / "lying.json"
+    path.write_bytes(msgspec.json.encode(lying))
+    st = [str(Path(sys.executable).with_name("st")), "--config-file", str(ST_CONFIG), "run"]
+    only = ["--include-operation-id", "get_health", "--include-operation-id", "get_users_by_id"]
+    result = subprocess.run(
+        [*st, str(path), "--url", live_url, "--checks", "all", "--phases", "coverage,fuzzing",
+         "--max-examples", "5", *only, "--report", "json", "--report-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=50, check=False,
+    )  # fmt: skip
+    summary = msgspec.json.decode(next(tmp_path.glob("json-*.json")).read_bytes())
+    assert result.returncode != 0
+    assert {f["code"] for f in summary["failures"]} == {"ST103", "ST108"}  # status, schema

@@ -450,8 +450,9 @@ async def api_sessions(db: Db) -> tuple[int, int]:
     return row["total"], row["idle_tx"]
 
 
-async def hygiene(db: Db, pool_max: int, settle: float = 1.0) -> list[str]:
-    """After `settle` s of quiet: no leaked transaction, no more backends than the pool."""
+async def hygiene(db: Db, pool_max: int, settle: float = 0.5) -> list[str]:
+    """After `settle` s of quiet (a leak persists; a rollback takes ms): no transaction left
+    open, no more backends than the pool."""
     await asyncio.sleep(settle)
     total, idle_tx = await api_sessions(db)
     problems = []

@@ -22,6 +22,7 @@ from eventreg.config import Settings
 from eventreg.db import AppState, connection, registrations
 from eventreg.errors import ApiError
 from tests.reliability.harness import (
+    BAD_LOG_LINES,
     ApiFactory,
     ApiProcess,
     Db,
@@ -338,7 +339,9 @@ async def test_commit_ack_survives_release_error(api: ApiProcess, tdb: Db) -> No
 
 
 # -- F11: cancellation of the service function itself (in-process, no HTTP) ----------------
-async def test_task_cancel_inside_tx(target_url: str, tdb: Db) -> None:
+async def test_task_cancel_inside_tx(
+    target_url: str, tdb: Db, caplog: pytest.LogCaptureFixture
+) -> None:
     """F11: cancel register() at random points, edge- and level-triggered; nothing leaks."""
     settings = Settings(database_url=target_url, pool_max_size=5)
     (event,), users = await make_events(tdb, [1000]), await make_users(tdb, 400)
@@ -376,6 +379,10 @@ async def test_task_cancel_inside_tx(target_url: str, tdb: Db) -> None:
     finally:
         await asyncio.wait_for(pool.close(), 10)
     print(f"\nF11: 200 cancellations, {done} registrations completed before their cancel")
+    broken = [
+        r.getMessage() for r in caplog.records if any(b in r.getMessage() for b in BAD_LOG_LINES)
+    ]
+    assert broken == []  # P3: no "another operation is in progress"
     final = await read_final(tdb)
     capacity, seats = final.events[event]
     assert capacity == seats + sum(final.active.values())

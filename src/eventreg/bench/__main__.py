@@ -22,6 +22,7 @@ import uvloop
 
 from eventreg.bench import run
 from eventreg.bench.run import Plan, Result, Row, say
+from eventreg.config import default_pool_max
 
 SCENARIOS = ("hot", "spread", "rush", "read_one", "read_list")
 
@@ -170,6 +171,10 @@ def table(result: Result) -> str:
            strict=True))) for line in lines]  # fmt: skip
     out.insert(1, "  ".join("-" * w for w in widths))
     out += [rush_line(r) for r in result.rows if r.scenario == "rush"]
+    p = result.plan
+    out.append(f"server: {p['workers']} worker(s) x {pool_of(p['workers'], p['pool_max'])} "
+               f"pooled connections for writes, {p['read_workers']} x "
+               f"{pool_of(p['read_workers'], p['pool_max'])} for reads")  # fmt: skip
     m = result.machine
     out.append(f"machine: {m['cpus']} CPUs; other processes used {m['others_cpu_pct']}% of "
                f"them during the run; load average {m['loadavg']} at start, "
@@ -177,6 +182,11 @@ def table(result: Result) -> str:
     out += [f"{'met ' if ok else 'MISS'}  {name}" for name, ok in result.targets.items()]
     out += [f"{'ok  ' if ok else 'FAIL'}  {name}" for name, ok in result.correct.items()]
     return "\n".join(out)
+
+
+def pool_of(workers: int, pool_max: int | None) -> int:
+    """DB_POOL_MAX as each server worker computes it."""
+    return pool_max or default_pool_max({"WEB_CONCURRENCY": str(workers)})
 
 
 def rush_line(r: Row) -> str:

@@ -132,6 +132,15 @@ class Seed:
         return [r["id"] for r in rows]
 
 
+async def analyze(url: str) -> None:
+    """Planner statistics for the rows made so far, as autovacuum would gather in time."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(Q["analyze"])
+    finally:
+        await conn.close()
+
+
 async def seed(url: str, users: int) -> Seed:
     run = uuid.uuid4().hex[:8]
     conn = await asyncpg.connect(url)

@@ -26,7 +26,7 @@ def serve(database_url: str, **env: str) -> Iterator[str]:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(base, process)
+        wait_until_up(base, process)
         yield base
     finally:
         process.send_signal(signal.SIGTERM)
@@ -37,15 +37,18 @@ def serve(database_url: str, **env: str) -> Iterator[str]:
             process.wait()
 
 
-def _wait_until_up(base: str, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+def wait_until_up(
+    base: str, process: subprocess.Popen[bytes], timeout: float = 20, path: str = "/"
+) -> None:
+    """Poll `path` until it answers 200; fail early if the process exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"uvicorn exited with {process.returncode}")
+            raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            if httpx.get(f"{base}/", timeout=1).status_code == 200:
+            if httpx.get(f"{base}{path}", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.05)
-    raise TimeoutError(f"uvicorn did not answer on {base} within {timeout} s")
+    raise TimeoutError(f"server did not answer on {base} within {timeout} s")

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 
 from eventreg import devdb
 from eventreg.pgcluster import Cluster, free_port
+from tests.live_server import wait_until_up
 
 
 @pytest.fixture
@@ -23,19 +23,6 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("EVENTREG_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("DATABASE_URL", raising=False)
     return tmp_path
-
-
-def _wait_for(base: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "serve exited early"
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(base)
 
 
 @pytest.mark.timeout(120)
@@ -47,7 +34,7 @@ def test_serve_starts_and_stops_the_embedded_database(
     env = {**os.environ, "PORT": str(port), "ACCESS_LOG": "0"}
     serve = subprocess.Popen([sys.executable, "-m", "eventreg", "serve"], env=env)
     try:
-        _wait_for(f"http://127.0.0.1:{port}", serve)
+        wait_until_up(f"http://127.0.0.1:{port}", serve, timeout=60, path="/health")
         created = httpx.post(
             f"http://127.0.0.1:{port}/api/v1/users",
             json={"name": "Kept", "email": f"kept-{stop_signal.name}@example.com"},

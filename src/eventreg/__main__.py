@@ -62,6 +62,9 @@ def serve() -> None:
             "eventreg.app:app_from_env", factory=True, host=host, port=port, workers=workers,
             loop="uvloop", http="httptools", access_log=os.environ.get("ACCESS_LOG", "1") == "1",
             timeout_graceful_shutdown=10,
+            # We never read the client address, so skip the per-request middleware that
+            # rewrites it from X-Forwarded-* (about 1% of a worker's CPU on a cheap GET).
+            proxy_headers=False,
         )  # fmt: skip
 
 

@@ -18,22 +18,17 @@ def user(r: Row, prefix: str = "", id_column: str = "id") -> User:
     )  # fmt: skip
 
 
-def event(r: Row, prefix: str = "", id_column: str = "id") -> Event:
+def event(r: Row, prefix: str = "", id_column: str = "id", organizer: bool = False) -> Event:
     return Event(
         id=r[id_column], title=r[prefix + "title"], capacity=r[prefix + "capacity"],
         available_seats=r[prefix + "available_seats"], organizer_id=r[prefix + "organizer_id"],
         created_at=r[prefix + "created_at"], updated_at=r[prefix + "updated_at"],
+        organizer=user(r, "o_", "organizer_id") if organizer else UNSET,
     )  # fmt: skip
 
 
 def event_with_organizer(r: Row) -> Event:
-    base = event(r)
-    return Event(
-        id=base.id, title=base.title, capacity=base.capacity,
-        available_seats=base.available_seats, organizer_id=base.organizer_id,
-        created_at=base.created_at, updated_at=base.updated_at,
-        organizer=user(r, "o_", "organizer_id"),
-    )  # fmt: skip
+    return event(r, organizer=True)
 
 
 def registration(r: Row, *, with_user: bool = False, with_event: bool = False) -> Registration:

@@ -30,6 +30,7 @@ async def test_register_takes_a_seat(client: httpx.AsyncClient, db: Db) -> None:
     body = response.json()
     assert (body["user_id"], body["event_id"]) == (user["id"], event["id"])
     assert set(body) == {"id", "user_id", "event_id", "status", "created_at", "updated_at"}
+    assert response.headers["location"] == f"/api/v1/registrations/{body['id']}"
     assert await seats(db, event["id"]) == (2, 1)
 
 

@@ -19,6 +19,8 @@ async def test_create_defaults_role_and_trims(client: httpx.AsyncClient, db: Db)
     body = response.json()
     assert (body["name"], body["role"]) == ("Ada", "attendee")
     assert set(body) == {"id", "name", "email", "role", "created_at", "updated_at"}
+    assert response.headers["location"] == f"/api/v1/users/{body['id']}"
+    assert (await client.get(response.headers["location"])).json() == body
     assert body["created_at"].endswith("Z")
     row = await db.fetchrow("SELECT name, role FROM users WHERE id = $1", body["id"])
     assert row is not None

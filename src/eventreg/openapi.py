@@ -45,6 +45,11 @@ _RETRY_AFTER = {
     "required": True,
     "schema": {"type": "string", "pattern": "^[0-9]+$"},
 }
+_LOCATION = {
+    "description": "Where the created resource can be read",
+    "required": True,
+    "schema": {"type": "string"},
+}
 _NEXT_LINK = {
     "description": 'Present when more rows remain: `<url>; rel="next"`',
     "schema": {"type": "string"},
@@ -118,6 +123,8 @@ def _operation(
     }
     if op.paged:
         success["headers"] = {"Link": _NEXT_LINK}
+    if op.status == 201:
+        success["headers"] = {"Location": _LOCATION}
     if op.links:
         success["links"] = {
             name: {

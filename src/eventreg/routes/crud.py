@@ -18,15 +18,20 @@ Endpoint = Callable[[Request[AppState]], Awaitable[Response]]
 
 
 def create(body_type: type[Body], run: Callable[[Conn, Body], Awaitable[Any]]) -> Endpoint:
-    """POST a body → 201 with what `run` made."""
+    """POST a body → 201 with what `run` made, and its URL in Location."""
 
     async def endpoint(request: Request[AppState]) -> Response:
         body = await read_json(request, body_type)
         async with connection(request.state) as conn:
             made = await run(conn, body)
-        return json(made, 201)
+        return created(request, made)
 
     return endpoint
+
+
+def created(request: Request[AppState], made: Any) -> Response:
+    """201 with the new thing, which lives at the collection's path plus its id."""
+    return json(made, 201, {"Location": f"{request.url.path}/{made.id}"})
 
 
 def fetch(run: Callable[[Conn, int], Awaitable[Any]]) -> Endpoint:

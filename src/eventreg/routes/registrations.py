@@ -27,7 +27,7 @@ async def register(request: Request[AppState]) -> Response:
         registration = await registrations.register(
             conn, body.event_id, body.user_id, lock_wait=lock_wait(request)
         )
-    return json(registration, 201)
+    return crud.created(request, registration)
 
 
 async def cancel(request: Request[AppState]) -> Response:

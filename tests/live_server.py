@@ -26,7 +26,7 @@ def serve(database_url: str, **env: str) -> Iterator[str]:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(base, process)
+        _wait_until_up(base, process)
         yield base
     finally:
         process.send_signal(signal.SIGTERM)
@@ -37,16 +37,14 @@ def serve(database_url: str, **env: str) -> Iterator[str]:
             process.wait()
 
 
-def wait_until_up(
-    base: str, process: subprocess.Popen[bytes], timeout: float = 20, path: str = "/"
-) -> None:
-    """Poll `path` until it answers 200; fail early if the process exits."""
+def _wait_until_up(base: str, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Poll `/` (no database needed) until it answers 200; fail early if the process exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            if httpx.get(f"{base}{path}", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass

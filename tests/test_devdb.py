@@ -3,19 +3,15 @@ crash of its owner, and is stopped when `serve` exits on SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-from eventreg import devdb
-from eventreg.pgcluster import Cluster, free_port
-from tests.live_server import wait_until_up
+from eventreg import devdb, spawn
+from eventreg.pgcluster import Cluster
 
 
 @pytest.fixture
@@ -30,20 +26,18 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_serve_starts_and_stops_the_embedded_database(
     data_dir: Path, stop_signal: signal.Signals
 ) -> None:
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "ACCESS_LOG": "0"}
-    serve = subprocess.Popen([sys.executable, "-m", "eventreg", "serve"], env=env)
+    server = spawn.start(timeout=60)  # `python -m eventreg serve`, as `make run` runs it
     try:
-        wait_until_up(f"http://127.0.0.1:{port}", serve, timeout=60, path="/health")
         created = httpx.post(
-            f"http://127.0.0.1:{port}/api/v1/users",
+            f"{server.url}/api/v1/users",
             json={"name": "Kept", "email": f"kept-{stop_signal.name}@example.com"},
         )
         assert created.status_code == 201
         assert devdb.embedded().running_port() is not None
     finally:
-        serve.send_signal(stop_signal)
-        assert serve.wait(timeout=30) == 0
+        server.process.send_signal(stop_signal)
+        assert server.process.wait(timeout=30) == 0
+        server.stop()  # already exited: only tidies its log
     assert devdb.embedded().running_port() is None  # the database was stopped, cleanly
     url, owned = devdb.start_embedded()  # and its data survived
     try:

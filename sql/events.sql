@@ -45,14 +45,18 @@ SELECT id, title, capacity, available_seats, organizer_id, created_at, updated_a
 SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL);
 
 -- name: update_event
--- NULL parameters keep the current value. A capacity change moves available_seats by the
--- same delta; the seats CHECK rejects a capacity below the active registrations.
+-- NULL parameters keep the current value; updated_at moves only when a value changes. A
+-- capacity change moves available_seats by the same delta; the seats CHECK rejects a
+-- capacity below the active registrations.
 UPDATE events
    SET title = coalesce($2, title),
        capacity = coalesce($3, capacity),
        available_seats = available_seats + (coalesce($3, capacity) - capacity),
        organizer_id = coalesce($4, organizer_id),
-       updated_at = now()
+       updated_at = CASE WHEN (coalesce($2, title), coalesce($3, capacity),
+                               coalesce($4, organizer_id))
+                              IS DISTINCT FROM (title, capacity, organizer_id)
+                         THEN now() ELSE updated_at END
  WHERE id = $1 AND deleted_at IS NULL
 RETURNING id;
 
@@ -69,3 +73,6 @@ UPDATE registrations
 UPDATE events
    SET deleted_at = now(), updated_at = now(), available_seats = capacity
  WHERE id = $1;
+
+-- name: count_active_registrations
+SELECT count(*) FROM registrations WHERE event_id = $1 AND status = 'active';

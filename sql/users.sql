@@ -26,12 +26,14 @@ SELECT id, role
    FOR UPDATE;
 
 -- name: update_user
--- NULL parameters keep the current value.
+-- NULL parameters keep the current value; updated_at moves only when a value changes.
 UPDATE users
    SET name = coalesce($2, name),
        email = coalesce($3, email),
        role = coalesce($4, role),
-       updated_at = now()
+       updated_at = CASE WHEN (coalesce($2, name), coalesce($3, email), coalesce($4, role))
+                              IS DISTINCT FROM (name, email, role)
+                         THEN now() ELSE updated_at END
  WHERE id = $1 AND deleted_at IS NULL
 RETURNING id, name, email, role, created_at, updated_at;
 

@@ -15,7 +15,13 @@ Db: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
 
 def test_rollback_then_reapply(database_url: str) -> None:
     rolled = migrate.rollback_all(database_url)
-    assert rolled == ["0004.event_occupancy", "0003.registrations", "0002.events", "0001.users"]
+    assert rolled == [
+        "0005.visible_text",
+        "0004.event_occupancy",
+        "0003.registrations",
+        "0002.events",
+        "0001.users",
+    ]
     assert migrate.apply(database_url) == list(reversed(rolled))
     assert migrate.apply(database_url) == []
 

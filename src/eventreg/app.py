@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from eventreg.config import Settings
 from eventreg.db import AppState
@@ -65,9 +67,35 @@ def create_app(settings: Settings) -> Starlette:
                 log.warning("pool did not close in 10 s; terminating its connections")
                 pool.terminate()
 
-    app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
+    app = Starlette(
+        routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan,
+        middleware=cors(settings.cors_origins),
+    )  # fmt: skip
     app.router.redirect_slashes = False  # one spelling per URL; /users/ is a JSON 404
     return app
+
+
+def cors(origins: tuple[str, ...]) -> list[Middleware]:
+    """CORS for the configured browser origins, answered before routing (preflights
+    included). None configured: no middleware at all, so no cost and no CORS headers.
+    Tokens travel in Authorization, never in cookies, so credentials stay off."""
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(origins),
+            allow_methods=list(CORS_METHODS),
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_EXPOSED_HEADERS),
+            max_age=600,
+        )
+    ]
+
+
+CORS_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id")
+CORS_EXPOSED_HEADERS = ("Location", "Link", "Retry-After", "WWW-Authenticate", "X-Request-Id")
 
 
 def app_from_env() -> Starlette:

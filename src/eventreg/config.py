@@ -36,6 +36,8 @@ class Settings:
     idle_in_transaction_timeout_ms: int = 10000
     max_body_bytes: int = 64 * 1024
     test_hooks: bool = False
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API
+    compress_min_bytes: int = 1024  # gzip list bodies at least this large (0: never)
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None) -> Settings:
@@ -52,4 +54,8 @@ class Settings:
             idle_in_transaction_timeout_ms=_int(env, "DB_IDLE_IN_TX_TIMEOUT_MS", 10000),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024),
             test_hooks=env.get("EVENTREG_TEST_HOOKS") == "1",
+            cors_origins=tuple(
+                o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()
+            ),
+            compress_min_bytes=_int(env, "COMPRESS_MIN_BYTES", 1024),
         )

@@ -6,8 +6,9 @@ nested objects are rejected with 422 naming the field rather than silently ignor
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar, get_args
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -19,11 +20,26 @@ Id = Annotated[int, Meta(ge=1, le=MAX_ID, description="A positive bigint id")]
 # the same in Python (which enforces them) and in ECMA-262 (the OpenAPI document's dialect,
 # whose `\s` differs: it lacks \x1c-\x1f and \x85 and adds \ufeff).
 WS = r"\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-# Text must hold something besides whitespace and no NUL (PostgreSQL cannot store it). `_clean`
+# Characters that show nothing on screen: whitespace, C0/C1 controls, Unicode format
+# characters (category Cf: zero-width spaces and joiners, bidi marks, tags), variation
+# selectors, and letters that render blank (Hangul fillers, Khmer inherent vowels, the
+# braille blank). Written out rather than derived from unicodedata, so the rule does not
+# move with the Python version's Unicode tables.
+INVISIBLE = (
+    WS + r"\x01-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\xad\u034f\u0600-\u0605\u061c\u06dd"
+    r"\u070f\u0890\u0891\u08e2\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+    r"\u202a-\u202e\u2060-\u2064\u2066-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0"
+    r"\ufff9-\ufffb"
+    # Beyond the BMP as the characters themselves: ECMA-262 has no \U escape.
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f\U000e0100-\U000e01ef"
+)
+# Text must hold a visible character and no NUL (PostgreSQL cannot store it). `_clean`
 # enforces that with readable messages; the pattern states the same rule in the OpenAPI
 # document, so generated "valid" text is text the API really accepts (tests/test_openapi.py
 # checks that the two agree).
-TEXT_PATTERN = rf"^[{WS}]*[^{WS}\x00][^\x00]*$"
+TEXT_PATTERN = rf"^[{INVISIBLE}]*[^{INVISIBLE}\x00][^\x00]*$"
+_VISIBLE = re.compile(rf"[^{INVISIBLE}\x00]")
 EMAIL_PATTERN = rf"^[^@{WS}\x00]+@[^@{WS}\x00]+\.[^@{WS}\x00]+$"
 Text = Annotated[
     str, Meta(min_length=1, max_length=255, extra_json_schema={"pattern": TEXT_PATTERN})
@@ -37,6 +53,17 @@ Timestamp = Annotated[datetime, Meta(extra_json_schema={"format": "date-time"})]
 RegistrationStatus = Literal["active", "cancelled"]
 
 T = TypeVar("T")
+
+# What a client reads when a value does not fit (see eventreg.messages).
+PATTERN_RULES = {
+    "email": "email must look like name@example.org",
+    "name": "name must contain a visible character and no NUL",
+    "title": "title must contain a visible character and no NUL",
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "role": get_args(Role),
+    "status": get_args(RegistrationStatus),
+}
 
 
 def given(value: T | UnsetType) -> T | None:
@@ -55,6 +82,8 @@ def _clean(struct: Struct, *fields: str) -> None:
         trimmed = value.strip()
         if not trimmed:
             raise ValueError(f"`{name}` must not be blank")
+        if not _VISIBLE.search(trimmed):
+            raise ValueError(f"`{name}` must contain a visible character, not only blank ones")
         msgspec.structs.force_setattr(struct, name, trimmed)
 
 

@@ -58,19 +58,25 @@ async def list_by_organizer(conn: Conn, organizer_id: int, after: int, limit: in
 
 async def update(conn: Conn, event_id: int, patch: EventPatch) -> Event:
     """Change only the given fields; capacity moves available_seats by the same delta."""
-    organizer_id, capacity = given(patch.organizer_id), given(patch.capacity)
+    try:
+        return await _update(conn, event_id, patch)
+    except asyncpg.CheckViolationError:  # rolled back; say how low the capacity may go
+        held = await conn.fetchval(Q["count_active_registrations"], event_id)
+        raise CapacityBelowRegistrations(
+            f"capacity {given(patch.capacity)} is below the {held} seats already registered;"
+            f" the lowest capacity possible now is {held}",
+            field="capacity",
+        ) from None
+
+
+async def _update(conn: Conn, event_id: int, patch: EventPatch) -> Event:
+    organizer_id = given(patch.organizer_id)
     async with conn.transaction():
         if organizer_id is not None:
             await _check_organizer(conn, organizer_id)
-        try:
-            updated = await conn.fetchval(
-                Q["update_event"], event_id, given(patch.title), capacity, organizer_id
-            )
-        except asyncpg.CheckViolationError:
-            raise CapacityBelowRegistrations(
-                f"capacity {capacity} is below the event's active registrations",
-                field="capacity",
-            ) from None
+        updated = await conn.fetchval(
+            Q["update_event"], event_id, given(patch.title), given(patch.capacity), organizer_id
+        )
         if updated is None:
             raise EventNotFound(f"event {event_id} does not exist")
         row = await conn.fetchrow(Q["get_event"], event_id)

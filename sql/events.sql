@@ -60,8 +60,9 @@ UPDATE events
  WHERE id = $1 AND deleted_at IS NULL
 RETURNING id;
 
--- name: lock_event_for_delete
-SELECT id FROM events WHERE id = $1 AND deleted_at IS NULL FOR UPDATE;
+-- name: lock_event_for_change
+-- Row-lock a live event before changing or deleting it; returns who organizes it.
+SELECT organizer_id FROM events WHERE id = $1 AND deleted_at IS NULL FOR UPDATE;
 
 -- name: cancel_event_registrations
 UPDATE registrations

@@ -36,7 +36,8 @@ VALUES ($1, $2)
 RETURNING id, user_id, event_id, status, created_at, updated_at;
 
 -- name: lock_event_for_cancel
-SELECT id FROM events WHERE id = $1 FOR UPDATE;
+-- Returns who organizes the event: they (and admins) may cancel anyone's seat.
+SELECT organizer_id FROM events WHERE id = $1 FOR UPDATE;
 
 -- name: cancel_registration
 -- Cancel at most once: only an active row changes, and only then is a seat given back.
@@ -62,7 +63,8 @@ SELECT r.id, r.user_id, r.event_id, r.status, r.created_at, r.updated_at,
  WHERE r.id = $1 AND r.status = 'active';
 
 -- name: list_registrations_by_user
--- Keyset page of a user's active registrations ($1) with their events.
+-- Keyset page of a user's active registrations ($1) with their events; only at events
+-- organized by $4 unless $4 is NULL.
 SELECT r.id, r.user_id, r.event_id, r.status, r.created_at, r.updated_at,
        e.title AS e_title, e.capacity AS e_capacity, e.available_seats AS e_available_seats,
        e.organizer_id AS e_organizer_id,
@@ -70,6 +72,7 @@ SELECT r.id, r.user_id, r.event_id, r.status, r.created_at, r.updated_at,
   FROM registrations r
   JOIN events e ON e.id = r.event_id
  WHERE r.user_id = $1 AND r.status = 'active' AND r.id > $2
+   AND ($4::bigint IS NULL OR e.organizer_id = $4)
  ORDER BY r.id
  LIMIT $3;
 
@@ -87,5 +90,6 @@ SELECT r.id, r.user_id, r.event_id, r.status, r.created_at, r.updated_at,
 -- name: user_exists
 SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL);
 
--- name: event_exists
-SELECT EXISTS (SELECT 1 FROM events WHERE id = $1 AND deleted_at IS NULL);
+-- name: event_organizer
+-- Who organizes live event $1 (no row: no such event).
+SELECT organizer_id FROM events WHERE id = $1 AND deleted_at IS NULL;

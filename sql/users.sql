@@ -10,10 +10,10 @@ SELECT id, name, email, role, created_at, updated_at
  WHERE id = $1 AND deleted_at IS NULL;
 
 -- name: list_users
--- Keyset page: ids after $1, at most $2 rows.
+-- Keyset page: ids after $1, at most $2 rows; only user $3 unless $3 is NULL.
 SELECT id, name, email, role, created_at, updated_at
   FROM users
- WHERE deleted_at IS NULL AND id > $1
+ WHERE deleted_at IS NULL AND id > $1 AND ($3::bigint IS NULL OR id = $3)
  ORDER BY id
  LIMIT $2;
 

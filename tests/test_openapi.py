@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -17,6 +18,7 @@ import msgspec
 import pytest
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
+from eventreg.admin import create_admin
 from eventreg.openapi import document
 from eventreg.routes import RESOURCES, ROUTES
 from eventreg.structs import TEXT_PATTERN, NewUser
@@ -127,17 +129,27 @@ def test_text_pattern_agrees_with_validation(text: str) -> None:
 
 
 @pytest.fixture
+def admin_token(database_url: str) -> str:
+    admin = asyncio.run(create_admin(database_url, "Schemathesis", "st@example.org"))
+    assert isinstance(admin.token, str)
+    return admin.token
+
+
+@pytest.fixture
 def live_url(database_url: str) -> Iterator[str]:
-    """uvicorn serving the app on a free loopback port, against this test's database."""
-    with serve(database_url) as base:
+    """uvicorn serving the app on a free loopback port, against this test's database, with
+    tokens on and sign-ups not limited (the run signs up hundreds of users)."""
+    with serve(database_url, EVENTREG_AUTH="tokens", RATE_SIGNUP_PER_MINUTE="0") as base:
         yield base
 
 
 @pytest.mark.timeout(90)
-def test_schemathesis_contract(live_url: str, tmp_path: Path) -> None:
+def test_schemathesis_contract(live_url: str, admin_token: str, tmp_path: Path) -> None:
     """Every phase (coverage, fuzzing, stateful) and every check passes against the document.
 
-    Settings live in schemathesis.toml (seed 1, 25 examples per operation, one worker).
+    Settings live in schemathesis.toml (seed 1, 25 examples per operation, one worker). The
+    run is an admin's, with tokens on; the `ignored_auth` check also sends each secured
+    operation without a token and with a wrong one, and wants 401.
     `positive_data_acceptance` runs through the wrapper in schemathesis_hooks.py, which
     additionally tolerates only the two organizer-reference codes. Set ST_REPORT_DIR to keep
     the JSON and HAR reports.
@@ -149,7 +161,8 @@ def test_schemathesis_contract(live_url: str, tmp_path: Path) -> None:
     env = {**os.environ, "SCHEMATHESIS_HOOKS": str(ST_HOOKS)}
     started = time.monotonic()
     result = subprocess.run(
-        [*st, f"{live_url}/openapi.json", *checks, *report],
+        [*st, f"{live_url}/openapi.json", *checks, *report,
+         "--header", f"Authorization: Bearer {admin_token}"],
         capture_output=True, text=True, timeout=60, check=False, env=env,
     )  # fmt: skip
     elapsed = time.monotonic() - started
@@ -172,7 +185,9 @@ def test_schemathesis_contract(live_url: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_schemathesis_catches_a_lying_document(live_url: str, tmp_path: Path) -> None:
+def test_schemathesis_catches_a_lying_document(
+    live_url: str, admin_token: str, tmp_path: Path
+) -> None:
     """The canary: the same run against a document that lies in three ways must fail on each.
 
     If this ever passes, the contract test above is blind to schema and status drift, or the
@@ -191,7 +206,8 @@ def test_schemathesis_catches_a_lying_document(live_url: str, tmp_path: Path) ->
     checks = ["--checks", "all", "--exclude-checks", "positive_data_acceptance"]
     result = subprocess.run(
         [*st, str(path), "--url", live_url, *checks, "--phases", "coverage,fuzzing",
-         "--max-examples", "5", *only, "--report", "json", "--report-dir", str(tmp_path)],
+         "--max-examples", "5", *only, "--report", "json", "--report-dir", str(tmp_path),
+         "--header", f"Authorization: Bearer {admin_token}"],
         capture_output=True, text=True, timeout=50, check=False,
         env={**os.environ, "SCHEMATHESIS_HOOKS": str(ST_HOOKS)},
     )  # fmt: skip

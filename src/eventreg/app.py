@@ -15,7 +15,9 @@ from starlette.middleware.cors import CORSMiddleware
 from eventreg.config import Settings
 from eventreg.db import AppState
 from eventreg.errors import HANDLERS
+from eventreg.ratelimit import RateLimit
 from eventreg.routes import ROUTES
+from eventreg.tokencache import TokenCache
 
 log = logging.getLogger("eventreg")
 
@@ -54,12 +56,23 @@ def create_pool(settings: Settings) -> asyncpg.Pool[asyncpg.Record]:
     )
 
 
+def app_state(pool: asyncpg.Pool[asyncpg.Record], settings: Settings) -> AppState:
+    """What every request sees as request.state: one per worker process."""
+    return {
+        "pool": pool,
+        "settings": settings,
+        "tokens": TokenCache(settings.auth_cache_seconds),
+        "signups": RateLimit(settings.rate_signup_per_minute),
+        "attempts": RateLimit(settings.rate_register_per_minute),
+    }
+
+
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[AppState]:
         pool = await create_pool(settings)
         try:
-            yield {"pool": pool, "settings": settings}
+            yield app_state(pool, settings)
         finally:
             try:
                 await asyncio.wait_for(pool.close(), timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 
@@ -26,6 +27,18 @@ def default_pool_max(env: dict[str, str]) -> int:
     return max(4, DB_CONNECTIONS // max(1, _int(env, "WEB_CONCURRENCY", 1)))
 
 
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def default_auth(host: str) -> str:
+    """No authentication only where nobody else can connect."""
+    return "open" if is_loopback(host) else "tokens"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str
@@ -38,6 +51,10 @@ class Settings:
     test_hooks: bool = False
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API
     compress_min_bytes: int = 1024  # gzip list bodies at least this large (0: never)
+    auth_mode: str = "open"  # "open" (no authentication) or "tokens"
+    auth_cache_seconds: float = 5.0  # how long a worker trusts a token lookup
+    rate_signup_per_minute: int = 20  # anonymous sign-ups per client address (0: no limit)
+    rate_register_per_minute: int = 60  # registration attempts per user (0: no limit)
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None) -> Settings:
@@ -58,4 +75,8 @@ class Settings:
                 o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()
             ),
             compress_min_bytes=_int(env, "COMPRESS_MIN_BYTES", 1024),
+            auth_mode=env.get("EVENTREG_AUTH") or default_auth(env.get("HOST", "127.0.0.1")),
+            auth_cache_seconds=float(env.get("AUTH_CACHE_SECONDS") or 5),
+            rate_signup_per_minute=_int(env, "RATE_SIGNUP_PER_MINUTE", 20),
+            rate_register_per_minute=_int(env, "RATE_REGISTER_PER_MINUTE", 60),
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import ClassVar
 
 import asyncpg
 import msgspec
@@ -27,11 +28,16 @@ class ApiError(Exception):
     status = 400
     code = "bad_request"
     title = "Bad request"
+    headers: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
+
+    @property
+    def response_headers(self) -> Mapping[str, str]:
+        return self.headers
 
 
 class BadRequest(ApiError):
@@ -66,6 +72,38 @@ class NotAnOrganizer(Unprocessable):
     code, title = "not_an_organizer", "User is not an organizer"
 
 
+class Unauthorized(ApiError):
+    status, code, title = 401, "missing_token", "Authentication required"
+    headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": 'Bearer realm="eventreg"'}
+
+
+class MissingToken(Unauthorized):
+    pass
+
+
+class InvalidToken(Unauthorized):
+    code, title = "invalid_token", "Token is not valid"
+    headers: ClassVar[Mapping[str, str]] = {
+        "WWW-Authenticate": 'Bearer realm="eventreg", error="invalid_token"'
+    }
+
+
+class Forbidden(ApiError):
+    status, code, title = 403, "forbidden", "Not allowed for this caller"
+
+
+class RateLimited(ApiError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    @property
+    def response_headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class NotFound(ApiError):
     status, code, title = 404, "not_found", "Not found"
 
@@ -80,6 +118,10 @@ class EventNotFound(NotFound):
 
 class RegistrationNotFound(NotFound):
     code, title = "registration_not_found", "Registration not found"
+
+
+class TokenNotFound(NotFound):
+    code, title = "token_not_found", "Token not found"
 
 
 class NotRegistered(NotFound):
@@ -153,7 +195,8 @@ def problem_response(body: Problem, headers: Mapping[str, str] | None = None) ->
 
 async def api_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return problem_response(problem(exc.status, exc.code, exc.title, exc.detail, field=exc.field))
+    body = problem(exc.status, exc.code, exc.title, exc.detail, field=exc.field)
+    return problem_response(body, exc.response_headers)
 
 
 async def http_error(_: Request, exc: Exception) -> Response:

@@ -16,13 +16,18 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from eventreg.caller import ADMIN, ORGANIZER, SELF
 from eventreg.errors import (
     ApiError,
     BadRequest,
+    Forbidden,
     InvalidId,
     InvalidQuery,
+    InvalidToken,
+    MissingToken,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     Unavailable,
     Unprocessable,
     UnsupportedMediaType,
@@ -47,6 +52,20 @@ _RETRY_AFTER = {
 }
 _LOCATION = {
     "description": "Where the created resource can be read",
+    "required": True,
+    "schema": {"type": "string"},
+}
+_BEARER: dict[str, list[str]] = {"bearer": []}
+_SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A token from sign-up or POST /api/v1/tokens (`evr_…`). Ignored when "
+        "the server runs with EVENTREG_AUTH=open.",
+    }
+}
+_WWW_AUTHENTICATE = {
+    "description": "The authentication scheme to use (RFC 6750)",
     "required": True,
     "schema": {"type": "string"},
 }
@@ -79,7 +98,7 @@ def document(resources: Sequence[Resource]) -> dict[str, Any]:
             "with a stable `code`; 503 answers carry `Retry-After`.",
         },
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {"schemas": components, "securitySchemes": _SECURITY_SCHEMES},
     }
 
 
@@ -137,6 +156,9 @@ def _operation(
     result: dict[str, Any] = {
         "operationId": operation_id,
         "summary": op.summary,
+        "description": f"Who may call it (EVENTREG_AUTH=tokens): {op.access.note}.",
+        # Public operations take a token too (it is checked when sent), or none.
+        "security": [{}, _BEARER] if op.access.public else [_BEARER],
         "responses": {str(op.status): success, **_error_responses(path, op)},
     }
     parameters = list(_parameters(path, op))
@@ -159,6 +181,13 @@ def errors_of(path: str, op: Operation) -> list[type[ApiError]]:
         found.append(InvalidQuery)
     if op.database:
         found.append(Unavailable)
+    found.append(InvalidToken)  # a token that is sent is checked, on every route
+    if not op.access.public:
+        found.append(MissingToken)
+    if op.access.refusal == 403 and any(w in op.access.who for w in (SELF, ORGANIZER, ADMIN)):
+        found.append(Forbidden)
+    if op.limited:
+        found.append(RateLimited)
     return found
 
 
@@ -180,8 +209,10 @@ def _error_responses(path: str, op: Operation) -> dict[str, Any]:
                 PROBLEM: {"schema": {"allOf": [{"$ref": "#/components/schemas/Problem"}, narrowed]}}
             },
         }
-        if status == 503:
+        if status in (429, 503):
             response["headers"] = {"Retry-After": _RETRY_AFTER}
+        if status == 401:
+            response["headers"] = {"WWW-Authenticate": _WWW_AUTHENTICATE}
         responses[str(status)] = response
     return responses
 

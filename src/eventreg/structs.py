@@ -46,7 +46,7 @@ Text = Annotated[
 ]
 Email = Annotated[str, Meta(min_length=3, max_length=255, pattern=EMAIL_PATTERN)]
 Capacity = Annotated[int, Meta(ge=1, le=1_000_000)]
-Role = Literal["attendee", "organizer"]
+Role = Literal["attendee", "organizer", "admin"]
 # Output only. msgspec writes RFC 3339 but documents a bare string; the format lets
 # schemathesis check every timestamp it receives.
 Timestamp = Annotated[datetime, Meta(extra_json_schema={"format": "date-time"})]
@@ -113,6 +113,9 @@ class User(Struct, frozen=True):
     role: Role
     created_at: Timestamp
     updated_at: Timestamp
+    # Only in the answer to creating a user with EVENTREG_AUTH=tokens: its first token,
+    # shown this once.
+    token: str | UnsetType = UNSET
 
 
 # -- events --------------------------------------------------------------------------------
@@ -162,6 +165,29 @@ class Registration(Struct, frozen=True):
     updated_at: Timestamp
     user: User | UnsetType = UNSET
     event: Event | UnsetType = UNSET
+
+
+# -- tokens --------------------------------------------------------------------------------
+TokenName = Annotated[str, Meta(max_length=100)]
+Days = Annotated[int, Meta(ge=1, le=3650)]
+
+
+class TokenRequest(Struct, frozen=True, forbid_unknown_fields=True):
+    name: TokenName = ""
+    expires_in_days: Days | None = None  # None: never expires
+
+
+class Token(Struct, frozen=True):
+    """A token as listed: never its secret. `prefix` is the secret's first characters."""
+
+    id: int
+    name: str
+    prefix: str
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    last_used_at: Timestamp | None
+    revoked_at: Timestamp | None
+    token: str | UnsetType = UNSET  # the secret, only in the answer that made it
 
 
 # -- small bodies --------------------------------------------------------------------------

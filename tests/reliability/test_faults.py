@@ -17,7 +17,8 @@ import anyio
 import pytest
 
 from eventreg import testhooks
-from eventreg.app import create_pool
+from eventreg.app import app_state, create_pool
+from eventreg.caller import OPEN
 from eventreg.config import Settings
 from eventreg.db import AppState, connection, registrations
 from eventreg.errors import ApiError
@@ -347,7 +348,7 @@ async def test_task_cancel_inside_tx(
     (event,), users = await make_events(tdb, [1000]), await make_users(tdb, 400)
     rng = random.Random(11)
     pool = await create_pool(settings)
-    state: AppState = {"pool": pool, "settings": settings}
+    state = app_state(pool, settings)
     done = 0
 
     async def register(user: int) -> None:
@@ -355,7 +356,7 @@ async def test_task_cancel_inside_tx(
         testhooks.ARMED.set(testhooks.Hooks(delay_after_lock_ms=rng.randint(0, 30)))
         with contextlib.suppress(ApiError):
             async with connection(state) as conn:
-                await registrations.register(conn, event, user)
+                await registrations.register(conn, OPEN, event, user)
                 done += 1
 
     try:

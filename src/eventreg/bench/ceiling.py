@@ -15,6 +15,7 @@ import asyncpg
 
 from eventreg.app import server_settings
 from eventreg.bench.client import Tally
+from eventreg.caller import OPEN
 from eventreg.config import Settings
 from eventreg.db import registrations
 from eventreg.errors import ApiError
@@ -40,7 +41,7 @@ async def drive(
             if sent >= stop_at:
                 return
             try:
-                await registrations.register(conn, *pair(i))
+                await registrations.register(conn, OPEN, *pair(i))
                 status = 201
             except ApiError as exc:
                 status = exc.status

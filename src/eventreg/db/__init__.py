@@ -12,6 +12,8 @@ from asyncpg.pool import PoolConnectionProxy
 
 from eventreg import testhooks
 from eventreg.config import Settings
+from eventreg.ratelimit import RateLimit
+from eventreg.tokencache import TokenCache
 
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
@@ -22,6 +24,9 @@ log = logging.getLogger("eventreg.db")
 class AppState(TypedDict):
     pool: Pool
     settings: Settings
+    tokens: TokenCache
+    signups: RateLimit  # per client address
+    attempts: RateLimit  # registration attempts per user
 
 
 @asynccontextmanager

@@ -1,14 +1,21 @@
-"""Events: create, read, change capacity or details, and (soft-)delete."""
+"""Events: create, read, change capacity or details, and (soft-)delete.
+
+Authorization: events are public to read. An organizer creates events as their own
+organizer; only the event's organizer or an admin changes or deletes it (403 for anyone
+else, since the event itself is visible), and only an admin moves it to another organizer.
+"""
 
 from __future__ import annotations
 
 import asyncpg
 
 from eventreg import sql
+from eventreg.caller import Caller
 from eventreg.db import Conn, rows
 from eventreg.errors import (
     CapacityBelowRegistrations,
     EventNotFound,
+    Forbidden,
     NotAnOrganizer,
     OrganizerNotFound,
     UserNotFound,
@@ -29,7 +36,11 @@ async def _check_organizer(conn: Conn, organizer_id: int) -> None:
         )
 
 
-async def create(conn: Conn, new: NewEvent) -> Event:
+async def create(conn: Conn, caller: Caller, new: NewEvent) -> Event:
+    if not caller.admin and caller.role != "organizer":
+        raise Forbidden("only organizers and admins create events")
+    if not caller.organizes(new.organizer_id):
+        raise Forbidden("an organizer creates events as their own organizer", field="organizer_id")
     async with conn.transaction():
         await _check_organizer(conn, new.organizer_id)
         event_id = await conn.fetchval(Q["insert_event"], new.title, new.capacity, new.organizer_id)
@@ -56,10 +67,10 @@ async def list_by_organizer(conn: Conn, organizer_id: int, after: int, limit: in
     return [rows.event(r) for r in found]
 
 
-async def update(conn: Conn, event_id: int, patch: EventPatch) -> Event:
+async def update(conn: Conn, caller: Caller, event_id: int, patch: EventPatch) -> Event:
     """Change only the given fields; capacity moves available_seats by the same delta."""
     try:
-        return await _update(conn, event_id, patch)
+        return await _update(conn, caller, event_id, patch)
     except asyncpg.CheckViolationError:  # rolled back; say how low the capacity may go
         held = await conn.fetchval(Q["count_active_registrations"], event_id)
         raise CapacityBelowRegistrations(
@@ -69,11 +80,16 @@ async def update(conn: Conn, event_id: int, patch: EventPatch) -> Event:
         ) from None
 
 
-async def _update(conn: Conn, event_id: int, patch: EventPatch) -> Event:
+async def _update(conn: Conn, caller: Caller, event_id: int, patch: EventPatch) -> Event:
     organizer_id = given(patch.organizer_id)
     async with conn.transaction():
-        if organizer_id is not None:
+        if organizer_id is not None:  # users before events: the lock order every writer keeps
             await _check_organizer(conn, organizer_id)
+        current = await _lock_as_organizer(conn, caller, event_id)
+        if organizer_id not in (None, current) and not caller.admin:
+            raise Forbidden(
+                "only an admin moves an event to another organizer", field="organizer_id"
+            )
         updated = await conn.fetchval(
             Q["update_event"], event_id, given(patch.title), given(patch.capacity), organizer_id
         )
@@ -84,10 +100,19 @@ async def _update(conn: Conn, event_id: int, patch: EventPatch) -> Event:
     return rows.event_with_organizer(row)
 
 
-async def delete(conn: Conn, event_id: int) -> None:
+async def delete(conn: Conn, caller: Caller, event_id: int) -> None:
     """Soft-delete; active registrations are cancelled and the seats released, atomically."""
     async with conn.transaction():
-        if await conn.fetchval(Q["lock_event_for_delete"], event_id) is None:
-            raise EventNotFound(f"event {event_id} does not exist")
+        await _lock_as_organizer(conn, caller, event_id)
         await conn.execute(Q["cancel_event_registrations"], event_id)
         await conn.execute(Q["soft_delete_event"], event_id)
+
+
+async def _lock_as_organizer(conn: Conn, caller: Caller, event_id: int) -> int:
+    """Lock the live event for a change by its organizer or an admin; its organizer's id."""
+    organizer_id: int | None = await conn.fetchval(Q["lock_event_for_change"], event_id)
+    if organizer_id is None:
+        raise EventNotFound(f"event {event_id} does not exist")
+    if not caller.organizes(organizer_id):
+        raise Forbidden(f"only the organizer of event {event_id} or an admin may change it")
+    return organizer_id

@@ -10,11 +10,11 @@ from eventreg.structs import Event, Registration, User
 Row = Record
 
 
-def user(r: Row, prefix: str = "", id_column: str = "id") -> User:
+def user(r: Row, prefix: str = "", id_column: str = "id", token: str | None = None) -> User:
     return User(
         id=r[id_column], name=r[prefix + "name"], email=r[prefix + "email"],
         role=r[prefix + "role"], created_at=r[prefix + "created_at"],
-        updated_at=r[prefix + "updated_at"],
+        updated_at=r[prefix + "updated_at"], token=UNSET if token is None else token,
     )  # fmt: skip
 
 

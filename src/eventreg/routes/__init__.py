@@ -17,9 +17,12 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from eventreg import openapi
+from eventreg.auth import CALLER, authenticate
+from eventreg.caller import ADMIN, ANYONE, ORGANIZER, PUBLIC, SELF, SIGNED_IN, Access
 from eventreg.errors import (
     AlreadyRegistered,
     ApiError,
@@ -27,14 +30,16 @@ from eventreg.errors import (
     EmailTaken,
     EventFull,
     EventNotFound,
+    Forbidden,
     NotAnOrganizer,
     NotRegistered,
     OrganizerHasEvents,
     OrganizerNotFound,
     RegistrationNotFound,
+    TokenNotFound,
     UserNotFound,
 )
-from eventreg.routes import events, meta, registrations, users
+from eventreg.routes import events, meta, registrations, tokens, users
 from eventreg.structs import (
     Event,
     EventPatch,
@@ -45,6 +50,8 @@ from eventreg.structs import (
     NewUser,
     Registration,
     RegistrationRequest,
+    Token,
+    TokenRequest,
     User,
     UserPatch,
 )
@@ -75,6 +82,8 @@ class Operation:
     paged: bool = False  # ?after=&limit=, Link rel="next"
     database: bool = True  # may answer 503 when the database is unavailable
     links: Mapping[str, Link] = field(default_factory=dict)
+    access: Access = PUBLIC  # who may call it (with EVENTREG_AUTH=tokens)
+    limited: bool = False  # rate-limited per caller: may answer 429
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,19 +93,51 @@ class Resource:
 
     def route(self) -> Route:
         """A Route serving every method of this path (HEAD goes to GET)."""
-        handlers = {method: op.endpoint for method, op in self.operations.items()}
+        handlers = dict(self.operations)
         if "GET" in handlers:
             handlers["HEAD"] = handlers["GET"]
 
         async def dispatch(request: Request[Any]) -> Response:
-            return await handlers[request.method](request)
+            op = handlers[request.method]
+            request.scope[CALLER] = await authenticate(request, op.access)
+            return await op.endpoint(request)
 
-        return Route(self.path, dispatch, methods=list(handlers), name=self.path)
+        return OwnPath(self.path, dispatch, methods=list(handlers), name=self.path)
+
+
+class OwnPath(Route):
+    """A route that keeps every request for its path, answering 405 (with Allow) to methods
+    it lacks. Starlette would try the next route instead: a PUT to /users/me would reach
+    /users/{id} and be refused as a malformed id."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        return (Match.FULL if match is Match.PARTIAL else match), child_scope
 
 
 def resource(path: str, **by_method: Operation) -> Resource:
     return Resource(path, {method.upper(): op for method, op in by_method.items()})
 
+
+# The rules of EVENTREG_AUTH=tokens (README "Who may do what"). Object-level checks run in
+# the db functions, under the locks of the rows they decide about.
+SIGNED_IN_ONLY = Access((SIGNED_IN,), note="any valid token")
+SIGN_UP = Access((ANYONE,), note="anyone for an attendee; an admin for another role (else 403)")
+USER_OWNER = Access(
+    (SELF, ADMIN), 404, note="the user or an admin; to anyone else the user does not exist"
+)
+USER_LIST = Access((SIGNED_IN,), note="an admin lists all users; anyone else, themselves")
+EVENT_CREATE = Access(
+    (ORGANIZER, ADMIN), note="an organizer (as the event's organizer) or an admin"
+)
+EVENT_OWNER = Access((ORGANIZER, ADMIN), note="the event's organizer or an admin")
+REGISTER = Access((SELF,), note="the user themselves")
+CANCEL = Access((SELF, ORGANIZER, ADMIN), note="the user, the event's organizer or an admin")
+REGISTRATION_READER = Access(
+    (SELF, ORGANIZER, ADMIN), 404,
+    note="its user, the event's organizer or an admin; to anyone else it does not exist",
+)  # fmt: skip
+TOKEN_OWNER = Access((SELF, ADMIN), 404, note="the token's user or an admin")
 
 # Links for the stateful phase of schemathesis. Deletes are not linked: deleting a user or an
 # event cancels its registrations, so a later GET /registrations/{id} is a correct 404 that
@@ -126,7 +167,8 @@ _USER_UPDATE = Operation(
     "Change a user's name, email or role (only the fields given)",
     User,
     body=UserPatch,
-    errors=(UserNotFound, EmailTaken, OrganizerHasEvents),
+    errors=(UserNotFound, EmailTaken, OrganizerHasEvents, Forbidden),
+    access=USER_OWNER,
 )
 _EVENT_UPDATE = Operation(
     events.update,
@@ -134,6 +176,7 @@ _EVENT_UPDATE = Operation(
     Event,
     body=EventPatch,
     errors=(EventNotFound, OrganizerNotFound, NotAnOrganizer, CapacityBelowRegistrations),
+    access=EVENT_OWNER,
 )
 
 RESOURCES: list[Resource] = [
@@ -143,27 +186,65 @@ RESOURCES: list[Resource] = [
     ),
     resource(
         f"{API}/users",
-        get=Operation(users.list_all, "List live users", list[User], paged=True),
+        get=Operation(users.list_all, "List live users", list[User], paged=True, access=USER_LIST),
         post=Operation(
             users.create,
-            "Create a user",
+            "Create a user (sign up); with tokens on, the answer carries its first token",
             User,
             status=201,
             body=NewUser,
-            errors=(EmailTaken,),
+            errors=(EmailTaken, Forbidden),
             links=_USER_LINKS,
+            access=SIGN_UP,
+            limited=True,
+        ),
+    ),
+    resource(
+        f"{API}/users/me",
+        get=Operation(
+            users.me, "The signed-in user", User, errors=(UserNotFound,), access=SIGNED_IN_ONLY
         ),
     ),
     resource(
         f"{API}/users/{{id}}",
-        get=Operation(users.get, "Get a user", User, errors=(UserNotFound,)),
+        get=Operation(users.get, "Get a user", User, errors=(UserNotFound,), access=USER_OWNER),
         put=_USER_UPDATE,
         patch=_USER_UPDATE,
         delete=Operation(
             users.delete,
-            "Soft-delete a user, cancelling their registrations",
+            "Soft-delete a user, cancelling their registrations and revoking their tokens",
             Message,
             errors=(UserNotFound, OrganizerHasEvents),
+            access=USER_OWNER,
+        ),
+    ),
+    resource(
+        f"{API}/tokens",
+        get=Operation(
+            tokens.list_mine,
+            "List your tokens (never their secrets)",
+            list[Token],
+            paged=True,
+            access=SIGNED_IN_ONLY,
+        ),
+        post=Operation(
+            tokens.issue,
+            "Make another token for yourself; its secret is in this answer only",
+            Token,
+            status=201,
+            body=TokenRequest,
+            errors=(Forbidden,),
+            access=SIGNED_IN_ONLY,
+        ),
+    ),
+    resource(
+        f"{API}/tokens/{{id}}",
+        delete=Operation(
+            tokens.revoke,
+            "Revoke a token (yours, or any as an admin)",
+            Message,
+            errors=(TokenNotFound,),
+            access=TOKEN_OWNER,
         ),
     ),
     resource(
@@ -177,6 +258,7 @@ RESOURCES: list[Resource] = [
             body=NewEvent,
             errors=(OrganizerNotFound, NotAnOrganizer),
             links=_EVENT_LINKS,
+            access=EVENT_CREATE,
         ),
     ),
     resource(
@@ -201,6 +283,7 @@ RESOURCES: list[Resource] = [
             "Soft-delete an event, cancelling its registrations",
             Message,
             errors=(EventNotFound,),
+            access=EVENT_OWNER,
         ),
     ),
     resource(
@@ -213,6 +296,8 @@ RESOURCES: list[Resource] = [
             body=RegistrationRequest,
             errors=(UserNotFound, EventNotFound, AlreadyRegistered, EventFull),
             links=_REGISTRATION_LINKS,
+            access=REGISTER,
+            limited=True,
         ),
         delete=Operation(
             registrations.cancel,
@@ -220,6 +305,7 @@ RESOURCES: list[Resource] = [
             Message,
             body=RegistrationRequest,
             errors=(EventNotFound, NotRegistered),
+            access=CANCEL,
         ),
     ),
     resource(
@@ -230,6 +316,7 @@ RESOURCES: list[Resource] = [
             list[Registration],
             errors=(UserNotFound,),
             paged=True,
+            access=REGISTRATION_READER,
         ),
     ),
     resource(
@@ -240,6 +327,7 @@ RESOURCES: list[Resource] = [
             list[Registration],
             errors=(EventNotFound,),
             paged=True,
+            access=EVENT_OWNER,
         ),
     ),
     resource(
@@ -249,6 +337,7 @@ RESOURCES: list[Resource] = [
             "Get an active registration with user and event",
             Registration,
             errors=(RegistrationNotFound,),
+            access=REGISTRATION_READER,
         ),
     ),
 ]

@@ -1,5 +1,7 @@
 """Endpoint shapes shared by the resources: each parses its input, runs one db function on a
-pooled connection, and encodes the result. A route module is then a list of one-liners."""
+pooled connection as the authenticated caller, and encodes the result. A route module is
+then a list of one-liners. Db functions that every caller may run are wrapped in `public`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response
 
+from eventreg.auth import caller_of
+from eventreg.caller import Caller
 from eventreg.db import AppState, Conn, connection
 from eventreg.http import json, page, page_params, path_id, read_json
 from eventreg.structs import Message
@@ -17,13 +21,22 @@ Body = TypeVar("Body")
 Endpoint = Callable[[Request[AppState]], Awaitable[Response]]
 
 
-def create(body_type: type[Body], run: Callable[[Conn, Body], Awaitable[Any]]) -> Endpoint:
+def public(run: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """A db function that does not depend on who calls, in the shape the factories take."""
+
+    async def as_anyone(conn: Conn, _: Caller, *args: Any) -> Any:
+        return await run(conn, *args)
+
+    return as_anyone
+
+
+def create(body_type: type[Body], run: Callable[[Conn, Caller, Body], Awaitable[Any]]) -> Endpoint:
     """POST a body → 201 with what `run` made, and its URL in Location."""
 
     async def endpoint(request: Request[AppState]) -> Response:
         body = await read_json(request, body_type)
         async with connection(request.state) as conn:
-            made = await run(conn, body)
+            made = await run(conn, caller_of(request), body)
         return created(request, made)
 
     return endpoint
@@ -34,64 +47,66 @@ def created(request: Request[AppState], made: Any) -> Response:
     return json(made, 201, {"Location": f"{request.url.path}/{made.id}"})
 
 
-def fetch(run: Callable[[Conn, int], Awaitable[Any]]) -> Endpoint:
+def fetch(run: Callable[[Conn, Caller, int], Awaitable[Any]]) -> Endpoint:
     """GET /…/{id} → 200 with what `run` found."""
 
     async def endpoint(request: Request[AppState]) -> Response:
         item_id = path_id(request)
         async with connection(request.state) as conn:
-            found = await run(conn, item_id)
+            found = await run(conn, caller_of(request), item_id)
         return json(found)
 
     return endpoint
 
 
-def fetch_page(run: Callable[[Conn, int, int], Awaitable[list[Any]]]) -> Endpoint:
+def fetch_page(run: Callable[[Conn, Caller, int, int], Awaitable[list[Any]]]) -> Endpoint:
     """GET a collection: one keyset page (one extra row fetched says whether more remain)."""
 
     async def endpoint(request: Request[AppState]) -> Response:
         after, limit = page_params(request)
         async with connection(request.state) as conn:
-            found = await run(conn, after, limit + 1)
+            found = await run(conn, caller_of(request), after, limit + 1)
         return page(request, found, limit)
 
     return endpoint
 
 
-def fetch_page_of(run: Callable[[Conn, int, int, int], Awaitable[list[Any]]]) -> Endpoint:
+def fetch_page_of(run: Callable[[Conn, Caller, int, int, int], Awaitable[list[Any]]]) -> Endpoint:
     """GET /…/{id}: one keyset page of what belongs to the thing with that id."""
 
     async def endpoint(request: Request[AppState]) -> Response:
         owner_id = path_id(request)
         after, limit = page_params(request)
         async with connection(request.state) as conn:
-            found = await run(conn, owner_id, after, limit + 1)
+            found = await run(conn, caller_of(request), owner_id, after, limit + 1)
         return page(request, found, limit)
 
     return endpoint
 
 
-def update(body_type: type[Body], run: Callable[[Conn, int, Body], Awaitable[Any]]) -> Endpoint:
+def update(
+    body_type: type[Body], run: Callable[[Conn, Caller, int, Body], Awaitable[Any]]
+) -> Endpoint:
     """PUT/PATCH /…/{id} with a partial body → 200 with the updated thing."""
 
     async def endpoint(request: Request[AppState]) -> Response:
         item_id = path_id(request)
         body = await read_json(request, body_type)
         async with connection(request.state) as conn:
-            updated = await run(conn, item_id, body)
+            updated = await run(conn, caller_of(request), item_id, body)
         return json(updated)
 
     return endpoint
 
 
-def delete(run: Callable[[Conn, int], Awaitable[None]], message: str) -> Endpoint:
+def delete(run: Callable[[Conn, Caller, int], Awaitable[None]], message: str) -> Endpoint:
     """DELETE /…/{id} → 200 with a confirmation message."""
     done = Message(message)
 
     async def endpoint(request: Request[AppState]) -> Response:
         item_id = path_id(request)
         async with connection(request.state) as conn:
-            await run(conn, item_id)
+            await run(conn, caller_of(request), item_id)
         return json(done)
 
     return endpoint

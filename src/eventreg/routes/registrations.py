@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventreg import testhooks
+from eventreg.auth import caller_of, limit
 from eventreg.db import AppState, connection, registrations
 from eventreg.http import json, read_json
 from eventreg.routes import crud
@@ -20,12 +21,15 @@ def lock_wait(request: Request[AppState]) -> float | None:
 
 
 async def register(request: Request[AppState]) -> Response:
+    caller = caller_of(request)
+    if caller.user_id is not None:  # before anything else: a refused attempt takes no seat
+        limit(request.state["attempts"], str(caller.user_id), "registration attempts")
     body = await read_json(request, RegistrationRequest)
     if request.state["settings"].test_hooks:
         testhooks.arm(request.headers)
     async with connection(request.state) as conn:
         registration = await registrations.register(
-            conn, body.event_id, body.user_id, lock_wait=lock_wait(request)
+            conn, caller, body.event_id, body.user_id, lock_wait=lock_wait(request)
         )
     return crud.created(request, registration)
 
@@ -33,7 +37,9 @@ async def register(request: Request[AppState]) -> Response:
 async def cancel(request: Request[AppState]) -> Response:
     body = await read_json(request, RegistrationRequest)
     async with connection(request.state) as conn:
-        await registrations.cancel(conn, body.event_id, body.user_id, lock_wait=lock_wait(request))
+        await registrations.cancel(
+            conn, caller_of(request), body.event_id, body.user_id, lock_wait=lock_wait(request)
+        )
     return json(CANCELLED)
 
 

@@ -1,0 +1,44 @@
+-- name: insert_token
+-- A new token for user $1: $2 is the SHA-256 of its secret, $3 the secret's readable
+-- prefix, $4 a label, $5 days until it expires (NULL: never).
+INSERT INTO api_tokens (user_id, secret_hash, prefix, name, expires_at)
+VALUES ($1, $2, $3, $4, now() + make_interval(days => $5))
+RETURNING id, name, prefix, created_at, expires_at, last_used_at, revoked_at;
+
+-- name: authenticate
+-- The live token with this hash and its live user. Marks it used, at most once a minute,
+-- so a busy token does not write on every request (callers also cache the answer).
+WITH found AS (
+    SELECT t.id, t.user_id, u.role, t.expires_at, t.last_used_at
+      FROM api_tokens t
+      JOIN users u ON u.id = t.user_id AND u.deleted_at IS NULL
+     WHERE t.secret_hash = $1
+       AND t.revoked_at IS NULL
+       AND (t.expires_at IS NULL OR t.expires_at > now())
+), touched AS (
+    UPDATE api_tokens
+       SET last_used_at = now()
+     WHERE id = (SELECT id FROM found)
+       AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+)
+SELECT id, user_id, role, expires_at FROM found;
+
+-- name: list_tokens
+-- Keyset page of user $1's tokens (never their secrets): ids after $2, at most $3 rows.
+SELECT id, name, prefix, created_at, expires_at, last_used_at, revoked_at
+  FROM api_tokens
+ WHERE user_id = $1 AND id > $2
+ ORDER BY id
+ LIMIT $3;
+
+-- name: revoke_token
+-- Revoke token $1 if user $2 owns it (or $2 is NULL: an admin may revoke any). Revoking
+-- twice keeps the first time. Returns the owner, or no row when there is no such token.
+UPDATE api_tokens
+   SET revoked_at = coalesce(revoked_at, now())
+ WHERE id = $1 AND ($2::bigint IS NULL OR user_id = $2)
+RETURNING user_id;
+
+-- name: revoke_user_tokens
+-- Every live token of user $1: run in the transaction that deletes the user.
+UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL;

@@ -98,6 +98,21 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+async def tokens_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """Like `client`, with EVENTREG_AUTH=tokens (rate limits off: tests sign up many users)."""
+    settings = Settings(
+        database_url=database_url,
+        auth_mode="tokens",
+        rate_signup_per_minute=0,
+        rate_register_per_minute=0,
+    )
+    async with LifespanManager(create_app(settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            yield c
+
+
+@pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
     """A direct connection to the test's database, for asserting on rows."""
     conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(database_url)

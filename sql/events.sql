@@ -57,12 +57,15 @@ UPDATE events
                                coalesce($4, organizer_id))
                               IS DISTINCT FROM (title, capacity, organizer_id)
                          THEN now() ELSE updated_at END
- WHERE id = $1 AND deleted_at IS NULL
-RETURNING id;
+ WHERE id = $1 AND deleted_at IS NULL;
 
 -- name: lock_event_for_change
--- Row-lock a live event before changing or deleting it; returns who organizes it.
-SELECT organizer_id FROM events WHERE id = $1 AND deleted_at IS NULL FOR UPDATE;
+-- Row-lock a live event before changing or deleting it: who organizes it, and how many
+-- seats are taken (the lowest capacity it can have).
+SELECT organizer_id, capacity - available_seats AS taken
+  FROM events
+ WHERE id = $1 AND deleted_at IS NULL
+   FOR UPDATE;
 
 -- name: cancel_event_registrations
 UPDATE registrations
@@ -74,6 +77,3 @@ UPDATE registrations
 UPDATE events
    SET deleted_at = now(), updated_at = now(), available_seats = capacity
  WHERE id = $1;
-
--- name: count_active_registrations
-SELECT count(*) FROM registrations WHERE event_id = $1 AND status = 'active';

@@ -7,11 +7,10 @@ else, since the event itself is visible), and only an admin moves it to another 
 
 from __future__ import annotations
 
-import asyncpg
-
 from eventreg import sql
 from eventreg.caller import Caller
-from eventreg.db import Conn, rows
+from eventreg.db import Conn, atomic, rows
+from eventreg.db.rows import Row
 from eventreg.errors import (
     CapacityBelowRegistrations,
     EventNotFound,
@@ -41,7 +40,7 @@ async def create(conn: Conn, caller: Caller, new: NewEvent) -> Event:
         raise Forbidden("only organizers and admins create events")
     if not caller.organizes(new.organizer_id):
         raise Forbidden("an organizer creates events as their own organizer", field="organizer_id")
-    async with conn.transaction():
+    async with atomic(conn):
         await _check_organizer(conn, new.organizer_id)
         event_id = await conn.fetchval(Q["insert_event"], new.title, new.capacity, new.organizer_id)
         row = await conn.fetchrow(Q["get_event"], event_id)
@@ -69,32 +68,22 @@ async def list_by_organizer(conn: Conn, organizer_id: int, after: int, limit: in
 
 async def update(conn: Conn, caller: Caller, event_id: int, patch: EventPatch) -> Event:
     """Change only the given fields; capacity moves available_seats by the same delta."""
-    try:
-        return await _update(conn, caller, event_id, patch)
-    except asyncpg.CheckViolationError:  # rolled back; say how low the capacity may go
-        held = await conn.fetchval(Q["count_active_registrations"], event_id)
-        raise CapacityBelowRegistrations(
-            f"capacity {given(patch.capacity)} is below the {held} seats already registered;"
-            f" the lowest capacity possible now is {held}",
-            field="capacity",
-        ) from None
-
-
-async def _update(conn: Conn, caller: Caller, event_id: int, patch: EventPatch) -> Event:
-    organizer_id = given(patch.organizer_id)
-    async with conn.transaction():
+    organizer_id, capacity = given(patch.organizer_id), given(patch.capacity)
+    async with atomic(conn):
         if organizer_id is not None:  # users before events: the lock order every writer keeps
             await _check_organizer(conn, organizer_id)
-        current = await _lock_as_organizer(conn, caller, event_id)
-        if organizer_id not in (None, current) and not caller.admin:
+        locked = await _lock_as_organizer(conn, caller, event_id)
+        if organizer_id not in (None, locked["organizer_id"]) and not caller.admin:
             raise Forbidden(
                 "only an admin moves an event to another organizer", field="organizer_id"
             )
-        updated = await conn.fetchval(
-            Q["update_event"], event_id, given(patch.title), given(patch.capacity), organizer_id
-        )
-        if updated is None:
-            raise EventNotFound(f"event {event_id} does not exist")
+        if capacity is not None and capacity < locked["taken"]:  # the CHECK is the backstop
+            raise CapacityBelowRegistrations(
+                f"capacity {capacity} is below the {locked['taken']} seats already registered;"
+                f" the lowest capacity possible now is {locked['taken']}",
+                field="capacity",
+            )
+        await conn.execute(Q["update_event"], event_id, given(patch.title), capacity, organizer_id)
         row = await conn.fetchrow(Q["get_event"], event_id)
     assert row is not None
     return rows.event_with_organizer(row)
@@ -102,17 +91,17 @@ async def _update(conn: Conn, caller: Caller, event_id: int, patch: EventPatch) 
 
 async def delete(conn: Conn, caller: Caller, event_id: int) -> None:
     """Soft-delete; active registrations are cancelled and the seats released, atomically."""
-    async with conn.transaction():
+    async with atomic(conn):
         await _lock_as_organizer(conn, caller, event_id)
         await conn.execute(Q["cancel_event_registrations"], event_id)
         await conn.execute(Q["soft_delete_event"], event_id)
 
 
-async def _lock_as_organizer(conn: Conn, caller: Caller, event_id: int) -> int:
-    """Lock the live event for a change by its organizer or an admin; its organizer's id."""
-    organizer_id: int | None = await conn.fetchval(Q["lock_event_for_change"], event_id)
-    if organizer_id is None:
+async def _lock_as_organizer(conn: Conn, caller: Caller, event_id: int) -> Row:
+    """Lock the live event for a change by its organizer or an admin."""
+    locked = await conn.fetchrow(Q["lock_event_for_change"], event_id)
+    if locked is None:
         raise EventNotFound(f"event {event_id} does not exist")
-    if not caller.organizes(organizer_id):
+    if not caller.organizes(locked["organizer_id"]):
         raise Forbidden(f"only the organizer of event {event_id} or an admin may change it")
-    return organizer_id
+    return locked

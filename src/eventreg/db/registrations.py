@@ -16,7 +16,7 @@ import asyncpg
 
 from eventreg import sql, testhooks
 from eventreg.caller import Caller
-from eventreg.db import Conn, rows
+from eventreg.db import Conn, atomic, rows
 from eventreg.errors import (
     AlreadyRegistered,
     EventFull,
@@ -37,7 +37,7 @@ async def register(
     """`lock_wait` bounds the whole wait for the event lock (s); see `cancel`."""
     if not caller.is_user(user_id):  # decided on the caller alone: says nothing of user_id
         raise Forbidden("a user registers only themselves", field="user_id")
-    async with conn.transaction():
+    async with atomic(conn):
         user = await conn.fetchrow(Q["share_lock_user"], user_id, event_id)
         if user is None:
             raise UserNotFound(f"user {user_id} does not exist", field="user_id")
@@ -72,7 +72,7 @@ async def cancel(
     (the tuple lock behind the first waiter, then the holder's transaction), so the
     statement gets `lock_wait` as a client-side timeout too: one bound for the whole wait.
     """
-    async with conn.transaction():
+    async with atomic(conn):
         organizer = await conn.fetchval(Q["lock_event_for_cancel"], event_id, timeout=lock_wait)
         if organizer is None:
             raise EventNotFound(f"event {event_id} does not exist", field="event_id")

@@ -11,7 +11,7 @@ import asyncpg
 
 from eventreg import sql
 from eventreg.caller import Caller
-from eventreg.db import Conn, rows, tokens
+from eventreg.db import Conn, atomic, rows, tokens
 from eventreg.errors import EmailTaken, Forbidden, OrganizerHasEvents, UserNotFound
 from eventreg.structs import NewUser, TokenRequest, User, UserPatch, given
 
@@ -32,7 +32,7 @@ async def create(conn: Conn, caller: Caller, new: NewUser) -> User:
     """Sign-up makes attendees; with tokens on, the answer carries the first token."""
     if new.role != "attendee" and not caller.admin:
         raise Forbidden(f"only an admin may create a user with role {new.role!r}", field="role")
-    async with conn.transaction():
+    async with atomic(conn):
         try:
             row = await conn.fetchrow(Q["insert_user"], new.name, new.email, new.role)
         except asyncpg.UniqueViolationError:
@@ -68,7 +68,7 @@ async def update(conn: Conn, caller: Caller, user_id: int, patch: UserPatch) -> 
     """Change only the given fields. An organizer with live events cannot stop being one."""
     _visible(caller, user_id)
     name, email, role = given(patch.name), given(patch.email), given(patch.role)
-    async with conn.transaction():
+    async with atomic(conn):
         locked = await conn.fetchrow(Q["lock_user"], user_id)
         if locked is None:
             raise UserNotFound(f"user {user_id} does not exist")
@@ -88,7 +88,7 @@ async def delete(conn: Conn, caller: Caller, user_id: int) -> None:
     """Soft-delete; the user's registrations are cancelled (seats released) and their
     tokens revoked, in one transaction."""
     _visible(caller, user_id)
-    async with conn.transaction():
+    async with atomic(conn):
         if await conn.fetchrow(Q["lock_user"], user_id) is None:
             raise UserNotFound(f"user {user_id} does not exist")
         await _refuse_if_organizing(conn, user_id)

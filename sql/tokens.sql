@@ -42,3 +42,19 @@ RETURNING user_id;
 -- name: revoke_user_tokens
 -- Every live token of user $1: run in the transaction that deletes the user.
 UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL;
+
+-- name: replace_token
+-- Revoke the token with hash $1 and give its user a new one ($2: its hash, $3: prefix)
+-- with the same name and expiry. For replaying an answer that carried the old secret; no
+-- row when the old token has expired or its user is gone.
+WITH old AS (
+    UPDATE api_tokens t
+       SET revoked_at = coalesce(t.revoked_at, now())
+      FROM users u
+     WHERE t.secret_hash = $1 AND u.id = t.user_id AND u.deleted_at IS NULL
+       AND (t.expires_at IS NULL OR t.expires_at > now())
+    RETURNING t.user_id, t.name, t.expires_at
+)
+INSERT INTO api_tokens (user_id, secret_hash, prefix, name, expires_at)
+SELECT user_id, $2, $3, name, expires_at FROM old
+RETURNING id, name, prefix, created_at, expires_at, last_used_at, revoked_at;

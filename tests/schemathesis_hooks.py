@@ -15,7 +15,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 # `forbidden`: a token acts for one user, and JSON Schema cannot say "user_id must be the
 # caller's own id", so the admin's run registering a user it made is refused with 403.
-REFERENCE_CODES = frozenset({"organizer_not_found", "not_an_organizer"})
+# `idempotency_key_reused`: generated Idempotency-Key values repeat across requests, and
+# JSON Schema cannot say "a key new to this caller".
+REFERENCE_CODES = frozenset({"organizer_not_found", "not_an_organizer", "idempotency_key_reused"})
 CALLER_CODES = frozenset({"forbidden"})
 
 

@@ -16,6 +16,7 @@ Db: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
 def test_rollback_then_reapply(database_url: str) -> None:
     rolled = migrate.rollback_all(database_url)
     assert rolled == [
+        "0007.idempotency",
         "0006.tokens",
         "0005.visible_text",
         "0004.event_occupancy",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from eventreg.config import Settings
-from eventreg.db import AppState
+from eventreg.db import AppState, connection, idempotency
 from eventreg.errors import HANDLERS
 from eventreg.ratelimit import RateLimit
 from eventreg.routes import ROUTES
@@ -67,13 +68,46 @@ def app_state(pool: asyncpg.Pool[asyncpg.Record], settings: Settings) -> AppStat
     }
 
 
+SWEEP_BATCH, SWEEP_BATCHES = 1000, 20  # at most 20,000 expired keys a round, 1,000 a statement
+
+
+async def sweep_keys_forever(state: AppState) -> None:
+    """Delete expired Idempotency-Keys now and then. Every worker runs this; an advisory
+    lock lets one sweep at a time, and each statement deletes a bounded batch."""
+    every = state["settings"].idempotency_sweep_seconds
+    while every > 0:
+        await asyncio.sleep(every * random.uniform(0.5, 1.0))  # workers drift apart
+        try:
+            deleted = await sweep_keys(state)
+        except Exception as exc:  # the database is down, say: try again next round
+            log.warning("sweeping expired idempotency keys failed: %r", exc)
+        else:
+            if deleted:
+                log.info("deleted %d expired idempotency keys", deleted)
+
+
+async def sweep_keys(state: AppState) -> int:
+    """One round: batches until none is full, at most SWEEP_BATCHES of them."""
+    total = 0
+    async with connection(state) as conn:
+        for _ in range(SWEEP_BATCHES):
+            deleted = await idempotency.sweep(conn, SWEEP_BATCH)
+            total += deleted or 0
+            if deleted is None or deleted < SWEEP_BATCH:
+                break
+    return total
+
+
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[AppState]:
         pool = await create_pool(settings)
+        state = app_state(pool, settings)
+        sweeper = asyncio.create_task(sweep_keys_forever(state))
         try:
-            yield app_state(pool, settings)
+            yield state
         finally:
+            sweeper.cancel()
             try:
                 await asyncio.wait_for(pool.close(), timeout=10)
             except TimeoutError:

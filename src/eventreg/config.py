@@ -55,6 +55,8 @@ class Settings:
     auth_cache_seconds: float = 5.0  # how long a worker trusts a token lookup
     rate_signup_per_minute: int = 20  # anonymous sign-ups per client address (0: no limit)
     rate_register_per_minute: int = 60  # registration attempts per user (0: no limit)
+    idempotency_ttl_hours: float = 24.0  # how long an Idempotency-Key's answer is kept
+    idempotency_sweep_seconds: float = 300.0  # how often expired keys are deleted
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None) -> Settings:
@@ -79,4 +81,6 @@ class Settings:
             auth_cache_seconds=float(env.get("AUTH_CACHE_SECONDS") or 5),
             rate_signup_per_minute=_int(env, "RATE_SIGNUP_PER_MINUTE", 20),
             rate_register_per_minute=_int(env, "RATE_REGISTER_PER_MINUTE", 60),
+            idempotency_ttl_hours=float(env.get("IDEMPOTENCY_TTL_HOURS") or 24),
+            idempotency_sweep_seconds=float(env.get("IDEMPOTENCY_SWEEP_SECONDS") or 300),
         )

@@ -104,6 +104,19 @@ class RateLimited(ApiError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class InvalidIdempotencyKey(ApiError):
+    code, title = "invalid_idempotency_key", "Invalid Idempotency-Key header"
+
+
+class KeyReused(ApiError):
+    status, code, title = 422, "idempotency_key_reused", "Idempotency-Key used for another request"
+
+
+class KeyInFlight(ApiError):
+    status, code, title = 409, "idempotency_key_in_flight", "Request with this key still running"
+    headers: ClassVar[Mapping[str, str]] = {"Retry-After": RETRY_AFTER_SECONDS}
+
+
 class NotFound(ApiError):
     status, code, title = 404, "not_found", "Not found"
 

@@ -22,8 +22,11 @@ from eventreg.errors import (
     BadRequest,
     Forbidden,
     InvalidId,
+    InvalidIdempotencyKey,
     InvalidQuery,
     InvalidToken,
+    KeyInFlight,
+    KeyReused,
     MissingToken,
     NotFound,
     PayloadTooLarge,
@@ -64,6 +67,22 @@ _SECURITY_SCHEMES = {
         "the server runs with EVENTREG_AUTH=open.",
     }
 }
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Makes a retry safe: the same key with the same request gets the first "
+    "answer again (with `Idempotent-Replayed: true`) and changes nothing; with another "
+    "request, 422. Kept 24 h per caller. Only successes are kept.",
+    # HTTP trims a field value's surrounding spaces, so a key neither starts nor ends with one.
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]{0,253}[\\x21-\\x7e])?$"},
+}
+_REPLAYED = {
+    "description": "`true` when this is the stored answer to an earlier request with the "
+    "same Idempotency-Key",
+    "schema": {"type": "string", "enum": ["true"]},
+}
 _WWW_AUTHENTICATE = {
     "description": "The authentication scheme to use (RFC 6750)",
     "required": True,
@@ -87,7 +106,7 @@ def document(resources: Sequence[Resource]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for path, method, op in ops:
         paths.setdefault(path, {})[method.lower()] = _operation(
-            path, op, ids[path, method], schema_of, by_endpoint
+            path, method, op, ids[path, method], schema_of, by_endpoint
         )
     return {
         "openapi": "3.1.0",
@@ -131,6 +150,7 @@ def _operation_ids(ops: list[tuple[str, str, Operation]]) -> dict[tuple[str, str
 
 def _operation(
     path: str,
+    method: str,
     op: Operation,
     operation_id: str,
     schema_of: dict[str, Any],
@@ -140,10 +160,15 @@ def _operation(
         "description": op.summary,
         "content": {JSON: {"schema": schema_of[_key(op.response)]}},
     }
+    headers: dict[str, Any] = {}
     if op.paged:
-        success["headers"] = {"Link": _NEXT_LINK}
+        headers["Link"] = _NEXT_LINK
     if op.status == 201:
-        success["headers"] = {"Location": _LOCATION}
+        headers["Location"] = _LOCATION
+    if method in WRITES:
+        headers["Idempotent-Replayed"] = _REPLAYED
+    if headers:
+        success["headers"] = headers
     if op.links:
         success["links"] = {
             name: {
@@ -159,9 +184,9 @@ def _operation(
         "description": f"Who may call it (EVENTREG_AUTH=tokens): {op.access.note}.",
         # Public operations take a token too (it is checked when sent), or none.
         "security": [{}, _BEARER] if op.access.public else [_BEARER],
-        "responses": {str(op.status): success, **_error_responses(path, op)},
+        "responses": {str(op.status): success, **_error_responses(path, method, op)},
     }
-    parameters = list(_parameters(path, op))
+    parameters = list(_parameters(path, method, op))
     if parameters:
         result["parameters"] = parameters
     if op.body is not None:
@@ -170,7 +195,7 @@ def _operation(
     return result
 
 
-def errors_of(path: str, op: Operation) -> list[type[ApiError]]:
+def errors_of(path: str, method: str, op: Operation) -> list[type[ApiError]]:
     """Every ApiError `op` can answer with: its own, and those of the helpers it uses."""
     found: list[type[ApiError]] = list(op.errors)
     if op.body is not None:
@@ -188,12 +213,14 @@ def errors_of(path: str, op: Operation) -> list[type[ApiError]]:
         found.append(Forbidden)
     if op.limited:
         found.append(RateLimited)
+    if method in WRITES:
+        found += [InvalidIdempotencyKey, KeyReused, KeyInFlight]
     return found
 
 
-def _error_responses(path: str, op: Operation) -> dict[str, Any]:
+def _error_responses(path: str, method: str, op: Operation) -> dict[str, Any]:
     codes: dict[int, list[ApiError | type[ApiError]]] = {}
-    for error in errors_of(path, op):
+    for error in errors_of(path, method, op):
         codes.setdefault(error.status, []).append(error)
     responses: dict[str, Any] = {}
     for status, errors in sorted(codes.items()):
@@ -209,7 +236,7 @@ def _error_responses(path: str, op: Operation) -> dict[str, Any]:
                 PROBLEM: {"schema": {"allOf": [{"$ref": "#/components/schemas/Problem"}, narrowed]}}
             },
         }
-        if status in (429, 503):
+        if status in (429, 503) or (KeyInFlight in errors and status == 409):
             response["headers"] = {"Retry-After": _RETRY_AFTER}
         if status == 401:
             response["headers"] = {"WWW-Authenticate": _WWW_AUTHENTICATE}
@@ -217,7 +244,9 @@ def _error_responses(path: str, op: Operation) -> dict[str, Any]:
     return responses
 
 
-def _parameters(path: str, op: Operation) -> Iterator[dict[str, Any]]:
+def _parameters(path: str, method: str, op: Operation) -> Iterator[dict[str, Any]]:
+    if method in WRITES:
+        yield _IDEMPOTENCY_KEY
     for name in _PATH_PARAM.findall(path):
         yield {
             "name": name,

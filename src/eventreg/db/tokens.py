@@ -37,15 +37,27 @@ class Found:
     expires_at: datetime | None
 
 
+def _new_secret() -> tuple[str, bytes, str]:
+    """A secret, its hash, and the prefix kept to tell it apart in lists."""
+    secret = PREFIX + secrets.token_urlsafe(32)
+    return secret, digest(secret), secret[: len(PREFIX) + SHOWN]
+
+
 async def issue(conn: Conn, user_id: int, request: TokenRequest) -> Token:
     """A new token for the user; the answer is the only place its secret ever appears."""
-    secret = PREFIX + secrets.token_urlsafe(32)
-    shown = secret[: len(PREFIX) + SHOWN]
+    secret, hashed, shown = _new_secret()
     row = await conn.fetchrow(
-        Q["insert_token"], user_id, digest(secret), shown, request.name, request.expires_in_days
+        Q["insert_token"], user_id, hashed, shown, request.name, request.expires_in_days
     )
     assert row is not None
     return Token(**dict(row), token=secret)
+
+
+async def replace(conn: Conn, old_digest: bytes) -> Token | None:
+    """Revoke a token and give its user a new one like it (None: expired, or user gone)."""
+    secret, hashed, shown = _new_secret()
+    row = await conn.fetchrow(Q["replace_token"], old_digest, hashed, shown)
+    return None if row is None else Token(**dict(row), token=secret)
 
 
 async def authenticate(conn: Conn, secret_digest: bytes) -> Found | None:

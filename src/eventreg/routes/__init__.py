@@ -39,7 +39,7 @@ from eventreg.errors import (
     TokenNotFound,
     UserNotFound,
 )
-from eventreg.routes import events, meta, registrations, tokens, users
+from eventreg.routes import events, idempotent, meta, registrations, tokens, users
 from eventreg.structs import (
     Event,
     EventPatch,
@@ -100,6 +100,8 @@ class Resource:
         async def dispatch(request: Request[Any]) -> Response:
             op = handlers[request.method]
             request.scope[CALLER] = await authenticate(request, op.access)
+            if (key := idempotent.key_of(request)) is not None:
+                return await idempotent.run(request, op.endpoint, key)
             return await op.endpoint(request)
 
         return OwnPath(self.path, dispatch, methods=list(handlers), name=self.path)

@@ -6,6 +6,7 @@ then a list of one-liners. Db functions that every caller may run are wrapped in
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -19,6 +20,14 @@ from eventreg.structs import Message
 
 Body = TypeVar("Body")
 Endpoint = Callable[[Request[AppState]], Awaitable[Response]]
+BOUND = "eventreg.connection"  # the request scope key of a connection in a route's transaction
+
+
+def connection_for(request: Request[AppState]) -> AbstractAsyncContextManager[Conn]:
+    """The connection an endpoint works on: the one of the transaction an Idempotency-Key
+    opened for this request, or one from the pool."""
+    bound: Conn | None = request.scope.get(BOUND)
+    return nullcontext(bound) if bound is not None else connection(request.state)
 
 
 def public(run: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -35,7 +44,7 @@ def create(body_type: type[Body], run: Callable[[Conn, Caller, Body], Awaitable[
 
     async def endpoint(request: Request[AppState]) -> Response:
         body = await read_json(request, body_type)
-        async with connection(request.state) as conn:
+        async with connection_for(request) as conn:
             made = await run(conn, caller_of(request), body)
         return created(request, made)
 
@@ -52,7 +61,7 @@ def fetch(run: Callable[[Conn, Caller, int], Awaitable[Any]]) -> Endpoint:
 
     async def endpoint(request: Request[AppState]) -> Response:
         item_id = path_id(request)
-        async with connection(request.state) as conn:
+        async with connection_for(request) as conn:
             found = await run(conn, caller_of(request), item_id)
         return json(found)
 
@@ -64,7 +73,7 @@ def fetch_page(run: Callable[[Conn, Caller, int, int], Awaitable[list[Any]]]) ->
 
     async def endpoint(request: Request[AppState]) -> Response:
         after, limit = page_params(request)
-        async with connection(request.state) as conn:
+        async with connection_for(request) as conn:
             found = await run(conn, caller_of(request), after, limit + 1)
         return page(request, found, limit)
 
@@ -77,7 +86,7 @@ def fetch_page_of(run: Callable[[Conn, Caller, int, int, int], Awaitable[list[An
     async def endpoint(request: Request[AppState]) -> Response:
         owner_id = path_id(request)
         after, limit = page_params(request)
-        async with connection(request.state) as conn:
+        async with connection_for(request) as conn:
             found = await run(conn, caller_of(request), owner_id, after, limit + 1)
         return page(request, found, limit)
 
@@ -92,7 +101,7 @@ def update(
     async def endpoint(request: Request[AppState]) -> Response:
         item_id = path_id(request)
         body = await read_json(request, body_type)
-        async with connection(request.state) as conn:
+        async with connection_for(request) as conn:
             updated = await run(conn, caller_of(request), item_id, body)
         return json(updated)
 
@@ -105,7 +114,7 @@ def delete(run: Callable[[Conn, Caller, int], Awaitable[None]], message: str) ->
 
     async def endpoint(request: Request[AppState]) -> Response:
         item_id = path_id(request)
-        async with connection(request.state) as conn:
+        async with connection_for(request) as conn:
             await run(conn, caller_of(request), item_id)
         return json(done)
 

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from eventreg import testhooks
 from eventreg.auth import caller_of, limit
-from eventreg.db import AppState, connection, registrations
+from eventreg.db import AppState, registrations
 from eventreg.http import json, read_json
 from eventreg.routes import crud
 from eventreg.structs import Message, RegistrationRequest
@@ -27,7 +27,7 @@ async def register(request: Request[AppState]) -> Response:
     body = await read_json(request, RegistrationRequest)
     if request.state["settings"].test_hooks:
         testhooks.arm(request.headers)
-    async with connection(request.state) as conn:
+    async with crud.connection_for(request) as conn:
         registration = await registrations.register(
             conn, caller, body.event_id, body.user_id, lock_wait=lock_wait(request)
         )
@@ -36,7 +36,7 @@ async def register(request: Request[AppState]) -> Response:
 
 async def cancel(request: Request[AppState]) -> Response:
     body = await read_json(request, RegistrationRequest)
-    async with connection(request.state) as conn:
+    async with crud.connection_for(request) as conn:
         await registrations.cancel(
             conn, caller_of(request), body.event_id, body.user_id, lock_wait=lock_wait(request)
         )

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventreg.auth import caller_of
-from eventreg.db import AppState, connection, tokens
+from eventreg.db import AppState, tokens
 from eventreg.errors import Forbidden
 from eventreg.http import json, path_id, read_json
 from eventreg.routes import crud
@@ -20,14 +20,14 @@ async def issue(request: Request[AppState]) -> Response:
     if caller.user_id is None:  # open mode: nobody to issue a token to
         raise Forbidden("tokens belong to users; EVENTREG_AUTH=open has none")
     body = await read_json(request, TokenRequest)
-    async with connection(request.state) as conn:
+    async with crud.connection_for(request) as conn:
         made = await tokens.issue(conn, caller.user_id, body)
     return crud.created(request, made)
 
 
 async def revoke(request: Request[AppState]) -> Response:
     token_id = path_id(request)
-    async with connection(request.state) as conn:
+    async with crud.connection_for(request) as conn:
         owner = await tokens.revoke(conn, caller_of(request), token_id)
     request.state["tokens"].forget_user(owner)
     return json(REVOKED)

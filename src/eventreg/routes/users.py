@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventreg.auth import caller_of, limit
-from eventreg.db import AppState, connection, users
+from eventreg.db import AppState, users
 from eventreg.http import json, path_id, read_json
 from eventreg.routes import crud
 from eventreg.routes.crud import Endpoint
@@ -20,13 +20,13 @@ async def create(request: Request[AppState]) -> Response:
         key = str(caller.user_id) if caller.user_id else (request.client or ("?",))[0]
         limit(request.state["signups"], key, "sign-ups")
     body = await read_json(request, NewUser)
-    async with connection(request.state) as conn:
+    async with crud.connection_for(request) as conn:
         made = await users.create(conn, caller, body)
     return crud.created(request, made)
 
 
 async def me(request: Request[AppState]) -> Response:
-    async with connection(request.state) as conn:
+    async with crud.connection_for(request) as conn:
         return json(await users.me(conn, caller_of(request)))
 
 

@@ -41,26 +41,14 @@ RETURNING id, name, email, role, created_at, updated_at;
 SELECT EXISTS (SELECT 1 FROM events WHERE organizer_id = $1 AND deleted_at IS NULL);
 
 -- name: lock_events_of_user_registrations
--- Lock, in id order (the order every writer uses), the events the user holds seats in.
-SELECT e.id
+-- Lock, in id order (the order every writer uses), the events where the user holds a seat
+-- or waits for one, with the length of each queue.
+SELECT e.id, e.waitlisted
   FROM events e
  WHERE e.id IN (SELECT r.event_id FROM registrations r
-                 WHERE r.user_id = $1 AND r.status = 'active')
+                 WHERE r.user_id = $1 AND r.status IN ('active', 'waitlisted'))
  ORDER BY e.id
    FOR UPDATE;
-
--- name: cancel_user_registrations
--- Cancel every active registration of the user and give each seat back to its event.
-WITH cancelled AS (
-    UPDATE registrations
-       SET status = 'cancelled', cancelled_at = now(), updated_at = now()
-     WHERE user_id = $1 AND status = 'active'
-    RETURNING event_id
-)
-UPDATE events e
-   SET available_seats = e.available_seats + c.seats, updated_at = now()
-  FROM (SELECT event_id, count(*)::int AS seats FROM cancelled GROUP BY event_id) c
- WHERE e.id = c.event_id;
 
 -- name: soft_delete_user
 UPDATE users SET deleted_at = now(), updated_at = now() WHERE id = $1 AND deleted_at IS NULL;

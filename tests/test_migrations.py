@@ -16,6 +16,7 @@ Db: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
 def test_rollback_then_reapply(database_url: str) -> None:
     rolled = migrate.rollback_all(database_url)
     assert rolled == [
+        "0008.waitlist",
         "0007.idempotency",
         "0006.tokens",
         "0005.visible_text",
@@ -62,7 +63,7 @@ async def test_one_active_registration_per_user_and_event(db: Db) -> None:
         " VALUES ($1, $2, $3, $4)"
     )
     await db.execute(insert, event_id, user_id, "active", None)
-    with pytest.raises(asyncpg.UniqueViolationError, match="registrations_one_active_per_user"):
+    with pytest.raises(asyncpg.UniqueViolationError, match="registrations_one_live_per_user"):
         await db.execute(insert, event_id, user_id, "active", None)
     await db.execute("UPDATE registrations SET status = 'cancelled', cancelled_at = now()")
     await db.execute(insert, event_id, user_id, "active", None)  # re-register after cancel
@@ -77,7 +78,7 @@ async def test_live_emails_unique_ignoring_case(db: Db) -> None:
     await db.execute("UPDATE users SET deleted_at = now()")
     await db.execute("INSERT INTO users (name, email) VALUES ('B', 'same@X.io')")
     with pytest.raises(asyncpg.CheckViolationError, match="users_role_known"):
-        await db.execute("INSERT INTO users (name, email, role) VALUES ('C', 'c@x.io', 'admin')")
+        await db.execute("INSERT INTO users (name, email, role) VALUES ('C', 'c@x.io', 'superuser')")
 
 
 async def test_event_occupancy_reports_disagreement(db: Db) -> None:

@@ -153,6 +153,18 @@ class AlreadyRegistered(Conflict):
     code, title = "already_registered", "User already registered for this event"
 
 
+class RegistrationNotOpen(Conflict):
+    code, title = "registration_not_open", "Registration has not opened yet"
+
+
+class RegistrationClosed(Conflict):
+    code, title = "registration_closed", "Registration has closed"
+
+
+class CancellationClosed(Conflict):
+    code, title = "cancellation_closed", "Cancelling has closed"
+
+
 class EmailTaken(Conflict):
     code, title = "email_taken", "Email is already in use"
 

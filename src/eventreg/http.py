@@ -123,6 +123,14 @@ def _query_int(request: Request[Any], name: str, default: int, low: int, high: i
     return int(raw)
 
 
+def choice_param(request: Request[Any], name: str, choices: tuple[str, ...]) -> str:
+    """A query parameter that takes one of `choices`; the first is the default."""
+    raw = request.query_params.get(name, choices[0])
+    if raw not in choices:
+        raise InvalidQuery(f"`{name}` must be one of {', '.join(choices)}", field=name)
+    return raw
+
+
 def page_params(request: Request[Any]) -> tuple[int, int]:
     """(after, limit) for keyset pagination: ids strictly greater than `after`."""
     after = _query_int(request, "after", 0, 0, MAX_ID)

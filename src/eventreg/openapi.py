@@ -184,7 +184,14 @@ def _operation(
         "description": f"Who may call it (EVENTREG_AUTH=tokens): {op.access.note}.",
         # Public operations take a token too (it is checked when sent), or none.
         "security": [{}, _BEARER] if op.access.public else [_BEARER],
-        "responses": {str(op.status): success, **_error_responses(path, method, op)},
+        "responses": {
+            str(op.status): success,
+            **{
+                str(status): {**success, "description": meaning}
+                for status, meaning in op.also.items()
+            },
+            **_error_responses(path, method, op),
+        },
     }
     parameters = list(_parameters(path, method, op))
     if parameters:
@@ -253,6 +260,12 @@ def _parameters(path: str, method: str, op: Operation) -> Iterator[dict[str, Any
             "in": "path",
             "required": True,
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+        }
+    for name, choices in op.filters.items():
+        yield {
+            "name": name,
+            "in": "query",
+            "schema": {"type": "string", "enum": list(choices), "default": choices[0]},
         }
     if op.paged:
         yield {

@@ -50,7 +50,10 @@ Role = Literal["attendee", "organizer", "admin"]
 # Output only. msgspec writes RFC 3339 but documents a bare string; the format lets
 # schemathesis check every timestamp it receives.
 Timestamp = Annotated[datetime, Meta(extra_json_schema={"format": "date-time"})]
-RegistrationStatus = Literal["active", "cancelled"]
+RegistrationStatus = Literal["active", "waitlisted", "cancelled"]
+LiveStatus = Literal["active", "waitlisted"]  # what lists filter on
+# Input: an RFC 3339 instant with its offset (a time without one is ambiguous).
+Instant = Annotated[datetime, Meta(tz=True, extra_json_schema={"format": "date-time"})]
 
 T = TypeVar("T")
 
@@ -123,15 +126,29 @@ class NewEvent(Struct, frozen=True, forbid_unknown_fields=True):
     title: Text
     capacity: Capacity
     organizer_id: Id
+    registration_opens_at: Instant | None = None
+    registration_closes_at: Instant | None = None
+    cancellation_closes_at: Instant | None = None
 
     def __post_init__(self) -> None:
         _clean(self, "title")
+        window_in_order(self.registration_opens_at, self.registration_closes_at)
+
+
+def window_in_order(opens: datetime | None, closes: datetime | None) -> None:
+    if opens is not None and closes is not None and opens >= closes:
+        raise ValueError("`registration_closes_at` must be after `registration_opens_at`")
 
 
 class EventPatch(Struct, frozen=True, forbid_unknown_fields=True):
+    """Only the fields given change; a window field given as null removes that bound."""
+
     title: Text | UnsetType = UNSET
     capacity: Capacity | UnsetType = UNSET
     organizer_id: Id | UnsetType = UNSET
+    registration_opens_at: Instant | UnsetType | None = UNSET
+    registration_closes_at: Instant | UnsetType | None = UNSET
+    cancellation_closes_at: Instant | UnsetType | None = UNSET
 
     def __post_init__(self) -> None:
         _clean(self, "title")
@@ -146,14 +163,27 @@ class Event(Struct, frozen=True):
     created_at: Timestamp
     updated_at: Timestamp
     organizer: User | UnsetType = UNSET
+    waitlisted: int | UnsetType = UNSET  # how many wait for a seat
+    registration_opens_at: Timestamp | UnsetType = UNSET  # absent: no bound
+    registration_closes_at: Timestamp | UnsetType = UNSET
+    cancellation_closes_at: Timestamp | UnsetType = UNSET
 
 
 # -- registrations -------------------------------------------------------------------------
 class RegistrationRequest(Struct, frozen=True, forbid_unknown_fields=True):
-    """The body of both POST (register) and DELETE (cancel) /api/v1/registrations."""
+    """The body of DELETE (cancel, or leave the queue) /api/v1/registrations."""
 
     user_id: Id
     event_id: Id
+
+
+class NewRegistration(Struct, frozen=True, forbid_unknown_fields=True):
+    """The body of POST /api/v1/registrations. With `waitlist`, a full event queues the
+    user (202) instead of refusing (409 event_full)."""
+
+    user_id: Id
+    event_id: Id
+    waitlist: bool = False
 
 
 class Registration(Struct, frozen=True):
@@ -165,6 +195,9 @@ class Registration(Struct, frozen=True):
     updated_at: Timestamp
     user: User | UnsetType = UNSET
     event: Event | UnsetType = UNSET
+    waitlist_position: int | UnsetType = UNSET  # 1 = next to get a seat; waitlisted only
+    promoted_at: Timestamp | UnsetType = UNSET  # when it left the queue for a seat
+    promoted_from: int | UnsetType = UNSET  # the position it was promoted from
 
 
 # -- tokens --------------------------------------------------------------------------------

@@ -7,9 +7,13 @@ else, since the event itself is visible), and only an admin moves it to another 
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from msgspec import UNSET
+
 from eventreg import sql
 from eventreg.caller import Caller
-from eventreg.db import Conn, atomic, rows
+from eventreg.db import Conn, atomic, registrations, rows
 from eventreg.db.rows import Row
 from eventreg.errors import (
     CapacityBelowRegistrations,
@@ -17,9 +21,10 @@ from eventreg.errors import (
     Forbidden,
     NotAnOrganizer,
     OrganizerNotFound,
+    Unprocessable,
     UserNotFound,
 )
-from eventreg.structs import Event, EventPatch, NewEvent, given
+from eventreg.structs import Event, EventPatch, NewEvent, given, window_in_order
 
 Q = sql.load("events")
 
@@ -42,7 +47,10 @@ async def create(conn: Conn, caller: Caller, new: NewEvent) -> Event:
         raise Forbidden("an organizer creates events as their own organizer", field="organizer_id")
     async with atomic(conn):
         await _check_organizer(conn, new.organizer_id)
-        event_id = await conn.fetchval(Q["insert_event"], new.title, new.capacity, new.organizer_id)
+        event_id = await conn.fetchval(
+            Q["insert_event"], new.title, new.capacity, new.organizer_id,
+            new.registration_opens_at, new.registration_closes_at, new.cancellation_closes_at,
+        )  # fmt: skip
         row = await conn.fetchrow(Q["get_event"], event_id)
     assert row is not None
     return rows.event_with_organizer(row)
@@ -67,7 +75,8 @@ async def list_by_organizer(conn: Conn, organizer_id: int, after: int, limit: in
 
 
 async def update(conn: Conn, caller: Caller, event_id: int, patch: EventPatch) -> Event:
-    """Change only the given fields; capacity moves available_seats by the same delta."""
+    """Change only the given fields. A capacity change moves available_seats by the same
+    delta; new seats go to the head of the queue first, in this transaction."""
     organizer_id, capacity = given(patch.organizer_id), given(patch.capacity)
     async with atomic(conn):
         if organizer_id is not None:  # users before events: the lock order every writer keeps
@@ -77,16 +86,43 @@ async def update(conn: Conn, caller: Caller, event_id: int, patch: EventPatch) -
             raise Forbidden(
                 "only an admin moves an event to another organizer", field="organizer_id"
             )
-        if capacity is not None and capacity < locked["taken"]:  # the CHECK is the backstop
-            raise CapacityBelowRegistrations(
-                f"capacity {capacity} is below the {locked['taken']} seats already registered;"
-                f" the lowest capacity possible now is {locked['taken']}",
-                field="capacity",
-            )
-        await conn.execute(Q["update_event"], event_id, given(patch.title), capacity, organizer_id)
+        change = _capacity_change(locked, capacity)
+        await conn.execute(
+            Q["update_event"], event_id, given(patch.title), capacity, organizer_id, min(change, 0)
+        )
+        if change > 0:
+            await registrations.settle(conn, event_id, freed=change, waiting=locked["waitlisted"])
+        if windows := _windows(locked, patch):
+            await conn.execute(Q["set_windows"], event_id, *windows)
         row = await conn.fetchrow(Q["get_event"], event_id)
     assert row is not None
     return rows.event_with_organizer(row)
+
+
+def _capacity_change(locked: Row, capacity: int | None) -> int:
+    if capacity is None:
+        return 0
+    if capacity < locked["taken"]:  # the seats CHECK is the backstop
+        raise CapacityBelowRegistrations(
+            f"capacity {capacity} is below the {locked['taken']} seats already registered;"
+            f" the lowest capacity possible now is {locked['taken']}",
+            field="capacity",
+        )
+    change: int = capacity - locked["capacity"]
+    return change
+
+
+def _windows(locked: Row, patch: EventPatch) -> tuple[datetime | None, ...] | None:
+    """The three windows after the patch, or None when the patch names none of them."""
+    names = ("registration_opens_at", "registration_closes_at", "cancellation_closes_at")
+    if all(getattr(patch, n) is UNSET for n in names):
+        return None
+    after = tuple(locked[n] if getattr(patch, n) is UNSET else getattr(patch, n) for n in names)
+    try:
+        window_in_order(after[0], after[1])
+    except ValueError as exc:
+        raise Unprocessable(str(exc), field="registration_closes_at") from None
+    return after
 
 
 async def delete(conn: Conn, caller: Caller, event_id: int) -> None:

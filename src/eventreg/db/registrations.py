@@ -13,17 +13,21 @@ holder, the event's organizer and admins; to anyone else it is missing.
 from __future__ import annotations
 
 import asyncpg
+import msgspec
 
 from eventreg import sql, testhooks
 from eventreg.caller import Caller
 from eventreg.db import Conn, atomic, rows
 from eventreg.errors import (
     AlreadyRegistered,
+    CancellationClosed,
     EventFull,
     EventNotFound,
     Forbidden,
     NotRegistered,
+    RegistrationClosed,
     RegistrationNotFound,
+    RegistrationNotOpen,
     UserNotFound,
 )
 from eventreg.structs import Registration
@@ -32,9 +36,16 @@ Q = sql.load("registrations")
 
 
 async def register(
-    conn: Conn, caller: Caller, event_id: int, user_id: int, *, lock_wait: float | None = None
+    conn: Conn,
+    caller: Caller,
+    event_id: int,
+    user_id: int,
+    *,
+    waitlist: bool = False,
+    lock_wait: float | None = None,
 ) -> Registration:
-    """`lock_wait` bounds the whole wait for the event lock (s); see `cancel`."""
+    """A seat, or with `waitlist` a place in the queue of a full event. `lock_wait` bounds
+    the whole wait for the event lock (s); see `cancel`."""
     if not caller.is_user(user_id):  # decided on the caller alone: says nothing of user_id
         raise Forbidden("a user registers only themselves", field="user_id")
     async with atomic(conn):
@@ -42,23 +53,42 @@ async def register(
         if user is None:
             raise UserNotFound(f"user {user_id} does not exist", field="user_id")
         # Committed state read just now: answering from it is as correct as under the lock.
-        if user["registered_hint"]:
-            raise AlreadyRegistered(f"user {user_id} is already registered for event {event_id}")
-        if user["seats_hint"] == 0:
-            raise EventFull(f"event {event_id} has no seats left")
+        _refuse(event_id, user_id, user["registered_hint"], user["not_open_hint"],
+                user["closed_hint"], full=user["seats_hint"] == 0 and not waitlist)  # fmt: skip
         event = await conn.fetchrow(Q["lock_event"], event_id, user_id, timeout=lock_wait)
         if (hooks := testhooks.ARMED.get()) is not None:  # only with EVENTREG_TEST_HOOKS=1
             await testhooks.after_lock(hooks)
         if event is None:
             raise EventNotFound(f"event {event_id} does not exist", field="event_id")
-        if event["already_registered"]:
-            raise AlreadyRegistered(f"user {user_id} is already registered for event {event_id}")
-        if await conn.fetchval(Q["take_seat"], event_id) is None:
+        _refuse(event_id, user_id, event["already_registered"], event["not_open_yet"],
+                event["closed"], full=False)  # fmt: skip
+        if await conn.fetchval(Q["take_seat"], event_id) is not None:
+            return await _insert(conn, Q["insert_registration"], event_id, user_id)
+        position = await conn.fetchval(Q["join_queue"], event_id) if waitlist else None
+        if position is None:
             raise EventFull(f"event {event_id} has no seats left")
-        try:
-            row = await conn.fetchrow(Q["insert_registration"], event_id, user_id)
-        except asyncpg.UniqueViolationError:  # unreachable under the lock; kept as a backstop
-            raise AlreadyRegistered(f"user {user_id} is already registered") from None
+        queued = await _insert(conn, Q["insert_queued_registration"], event_id, user_id)
+    return msgspec.structs.replace(queued, waitlist_position=position)
+
+
+def _refuse(
+    event_id: int, user_id: int, registered: bool, not_open: bool, closed: bool, full: bool
+) -> None:
+    if registered:
+        raise AlreadyRegistered(f"user {user_id} is already registered for event {event_id}")
+    if not_open:
+        raise RegistrationNotOpen(f"registration for event {event_id} has not opened yet")
+    if closed:
+        raise RegistrationClosed(f"registration for event {event_id} has closed")
+    if full:
+        raise EventFull(f"event {event_id} has no seats left")
+
+
+async def _insert(conn: Conn, query: str, event_id: int, user_id: int) -> Registration:
+    try:
+        row = await conn.fetchrow(query, event_id, user_id)
+    except asyncpg.UniqueViolationError:  # unreachable under the lock; kept as a backstop
+        raise AlreadyRegistered(f"user {user_id} is already registered") from None
     assert row is not None
     return rows.registration(row)
 
@@ -66,21 +96,48 @@ async def register(
 async def cancel(
     conn: Conn, caller: Caller, event_id: int, user_id: int, *, lock_wait: float | None = None
 ) -> None:
-    """Cancel the active registration; its seat is released exactly once.
+    """Cancel a seat (the head of the queue takes it, in this transaction) or leave the
+    queue; exactly once either way.
 
     PostgreSQL's lock_timeout bounds each lock wait, but a queued row lock waits twice
     (the tuple lock behind the first waiter, then the holder's transaction), so the
     statement gets `lock_wait` as a client-side timeout too: one bound for the whole wait.
     """
     async with atomic(conn):
-        organizer = await conn.fetchval(Q["lock_event_for_cancel"], event_id, timeout=lock_wait)
-        if organizer is None:
+        event = await conn.fetchrow(Q["lock_event_for_cancel"], event_id, timeout=lock_wait)
+        if event is None:
             raise EventNotFound(f"event {event_id} does not exist", field="event_id")
-        if not caller.is_user(user_id) and not caller.organizes(organizer):
+        if not caller.is_user(user_id) and not caller.organizes(event["organizer_id"]):
             raise Forbidden("only the holder, the event's organizer or an admin may cancel")
-        if await conn.fetchval(Q["cancel_registration"], event_id, user_id) is None:
-            raise NotRegistered(f"user {user_id} has no active registration for event {event_id}")
-        await conn.execute(Q["release_seat"], event_id)
+        if event["cancellation_closed"]:
+            raise CancellationClosed(f"cancelling for event {event_id} has closed")
+        if not await release(conn, event_id, user_id, waiting=event["waitlisted"]):
+            raise NotRegistered(f"user {user_id} has no registration for event {event_id}")
+
+
+async def release(conn: Conn, event_id: int, user_id: int, *, waiting: int) -> bool:
+    """Under the event's lock: cancel the user's live entry, if any. A seat goes to the
+    head of the `waiting` queue; a place in the queue just closes up."""
+    was = await conn.fetchval(Q["cancel_registration"], event_id, user_id)
+    if was == "active":
+        await settle(conn, event_id, freed=1, waiting=waiting)
+    elif was == "waitlisted":
+        await settle(conn, event_id, left=1)
+    return was is not None
+
+
+async def settle(
+    conn: Conn, event_id: int, *, freed: int = 0, waiting: int = 0, left: int = 0
+) -> int:
+    """Under the event's lock: `freed` seats come free, and go first to the `waiting`
+    queue, in arrival order; `left` entries have left the queue. Returns how many were
+    promoted. Every path that frees a seat ends here, so no seat is ever free while
+    someone waits (and the database's CHECK would refuse it if one were)."""
+    promoted = min(freed, waiting)
+    await conn.execute(Q["settle_seats"], event_id, freed, promoted, left)
+    if promoted:
+        await conn.execute(Q["promote_head"], event_id, promoted)
+    return promoted
 
 
 async def get(conn: Conn, caller: Caller, registration_id: int) -> Registration:
@@ -93,19 +150,21 @@ async def get(conn: Conn, caller: Caller, registration_id: int) -> Registration:
 
 
 async def list_by_user(
-    conn: Conn, caller: Caller, user_id: int, after: int, limit: int
+    conn: Conn, caller: Caller, user_id: int, after: int, limit: int, status: str = "active"
 ) -> list[Registration]:
     """All of them for the user or an admin; an organizer sees those at their events, and
     when there are none the user is missing to them, as to anyone else."""
     only_at = None if caller.may_act_for(user_id) else caller.user_id or -1
-    found = await conn.fetch(Q["list_registrations_by_user"], user_id, after, limit, only_at)
+    found = await conn.fetch(
+        Q["list_registrations_by_user"], user_id, after, limit, only_at, status
+    )
     if not found and (only_at is not None or not await conn.fetchval(Q["user_exists"], user_id)):
         raise UserNotFound(f"user {user_id} does not exist")
     return [rows.registration(r, with_event=True) for r in found]
 
 
 async def list_by_event(
-    conn: Conn, caller: Caller, event_id: int, after: int, limit: int
+    conn: Conn, caller: Caller, event_id: int, after: int, limit: int, status: str = "active"
 ) -> list[Registration]:
     """Names and emails of the people coming: for the event's organizer and admins."""
     organizer = await conn.fetchval(Q["event_organizer"], event_id)
@@ -113,5 +172,5 @@ async def list_by_event(
         raise EventNotFound(f"event {event_id} does not exist")
     if not caller.organizes(organizer):
         raise Forbidden(f"only the organizer of event {event_id} or an admin sees who comes")
-    found = await conn.fetch(Q["list_registrations_by_event"], event_id, after, limit)
+    found = await conn.fetch(Q["list_registrations_by_event"], event_id, after, limit, status)
     return [rows.registration(r, with_user=True) for r in found]

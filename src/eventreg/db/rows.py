@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from asyncpg import Record
 from msgspec import UNSET
 
@@ -24,7 +26,17 @@ def event(r: Row, prefix: str = "", id_column: str = "id", organizer: bool = Fal
         available_seats=r[prefix + "available_seats"], organizer_id=r[prefix + "organizer_id"],
         created_at=r[prefix + "created_at"], updated_at=r[prefix + "updated_at"],
         organizer=user(r, "o_", "organizer_id") if organizer else UNSET,
+        waitlisted=_given(r, prefix + "waitlisted"),
+        registration_opens_at=_given(r, prefix + "registration_opens_at"),
+        registration_closes_at=_given(r, prefix + "registration_closes_at"),
+        cancellation_closes_at=_given(r, prefix + "cancellation_closes_at"),
     )  # fmt: skip
+
+
+def _given(r: Row, column: str) -> Any:
+    """The column's value; UNSET when the query has no such column or it is NULL."""
+    value = r.get(column)
+    return UNSET if value is None else value
 
 
 def event_with_organizer(r: Row) -> Event:
@@ -37,4 +49,6 @@ def registration(r: Row, *, with_user: bool = False, with_event: bool = False) -
         created_at=r["created_at"], updated_at=r["updated_at"],
         user=user(r, "u_", "user_id") if with_user else UNSET,
         event=event(r, "e_", "event_id") if with_event else UNSET,
+        waitlist_position=_given(r, "waitlist_position"),
+        promoted_at=_given(r, "promoted_at"), promoted_from=_given(r, "promoted_from"),
     )  # fmt: skip

@@ -11,7 +11,7 @@ import asyncpg
 
 from eventreg import sql
 from eventreg.caller import Caller
-from eventreg.db import Conn, atomic, rows, tokens
+from eventreg.db import Conn, atomic, registrations, rows, tokens
 from eventreg.errors import EmailTaken, Forbidden, OrganizerHasEvents, UserNotFound
 from eventreg.structs import NewUser, TokenRequest, User, UserPatch, given
 
@@ -85,15 +85,15 @@ async def update(conn: Conn, caller: Caller, user_id: int, patch: UserPatch) -> 
 
 
 async def delete(conn: Conn, caller: Caller, user_id: int) -> None:
-    """Soft-delete; the user's registrations are cancelled (seats released) and their
-    tokens revoked, in one transaction."""
+    """Soft-delete; the user's registrations are cancelled (each seat going to the head of
+    its event's queue) and their tokens revoked, in one transaction."""
     _visible(caller, user_id)
     async with atomic(conn):
         if await conn.fetchrow(Q["lock_user"], user_id) is None:
             raise UserNotFound(f"user {user_id} does not exist")
         await _refuse_if_organizing(conn, user_id)
-        await conn.fetch(Q["lock_events_of_user_registrations"], user_id)
-        await conn.execute(Q["cancel_user_registrations"], user_id)
+        for event in await conn.fetch(Q["lock_events_of_user_registrations"], user_id):
+            await registrations.release(conn, event["id"], user_id, waiting=event["waitlisted"])
         await tokens.revoke_all_of(conn, user_id)
         await conn.execute(Q["soft_delete_user"], user_id)
 

@@ -26,6 +26,7 @@ from eventreg.caller import ADMIN, ANYONE, ORGANIZER, PUBLIC, SELF, SIGNED_IN, A
 from eventreg.errors import (
     AlreadyRegistered,
     ApiError,
+    CancellationClosed,
     CapacityBelowRegistrations,
     EmailTaken,
     EventFull,
@@ -35,7 +36,9 @@ from eventreg.errors import (
     NotRegistered,
     OrganizerHasEvents,
     OrganizerNotFound,
+    RegistrationClosed,
     RegistrationNotFound,
+    RegistrationNotOpen,
     TokenNotFound,
     UserNotFound,
 )
@@ -47,6 +50,7 @@ from eventreg.structs import (
     Index,
     Message,
     NewEvent,
+    NewRegistration,
     NewUser,
     Registration,
     RegistrationRequest,
@@ -83,6 +87,8 @@ class Operation:
     database: bool = True  # may answer 503 when the database is unavailable
     links: Mapping[str, Link] = field(default_factory=dict)
     access: Access = PUBLIC  # who may call it (with EVENTREG_AUTH=tokens)
+    also: Mapping[int, str] = field(default_factory=dict)  # other success statuses: meaning
+    filters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # ?name=choice
     limited: bool = False  # rate-limited per caller: may answer 429
 
 
@@ -295,18 +301,26 @@ RESOURCES: list[Resource] = [
             "Take a seat",
             Registration,
             status=201,
-            body=RegistrationRequest,
-            errors=(UserNotFound, EventNotFound, AlreadyRegistered, EventFull),
+            body=NewRegistration,
+            errors=(
+                UserNotFound,
+                EventNotFound,
+                AlreadyRegistered,
+                EventFull,
+                RegistrationNotOpen,
+                RegistrationClosed,
+            ),
             links=_REGISTRATION_LINKS,
             access=REGISTER,
             limited=True,
+            also={202: "The event is full and `waitlist` was true: a place in its queue"},
         ),
         delete=Operation(
             registrations.cancel,
             "Cancel a registration, releasing its seat",
             Message,
             body=RegistrationRequest,
-            errors=(EventNotFound, NotRegistered),
+            errors=(EventNotFound, NotRegistered, CancellationClosed),
             access=CANCEL,
         ),
     ),
@@ -314,29 +328,31 @@ RESOURCES: list[Resource] = [
         f"{API}/registrations/user/{{id}}",
         get=Operation(
             registrations.list_by_user,
-            "List a user's active registrations",
+            "List a user's registrations: active (default) or waitlisted",
             list[Registration],
             errors=(UserNotFound,),
             paged=True,
             access=REGISTRATION_READER,
+            filters=registrations.STATUS_FILTER,
         ),
     ),
     resource(
         f"{API}/registrations/event/{{id}}",
         get=Operation(
             registrations.list_by_event,
-            "List an event's active registrations",
+            "List an event's registrations: active (default) or waitlisted, in queue order",
             list[Registration],
             errors=(EventNotFound,),
             paged=True,
             access=EVENT_OWNER,
+            filters=registrations.STATUS_FILTER,
         ),
     ),
     resource(
         f"{API}/registrations/{{id}}",
         get=Operation(
             registrations.get,
-            "Get an active registration with user and event",
+            "Get a live registration (active or waitlisted) with user and event",
             Registration,
             errors=(RegistrationNotFound,),
             access=REGISTRATION_READER,

@@ -5,7 +5,7 @@ then a list of one-liners. Db functions that every caller may run are wrapped in
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, TypeVar
 
@@ -15,7 +15,7 @@ from starlette.responses import Response
 from eventreg.auth import caller_of
 from eventreg.caller import Caller
 from eventreg.db import AppState, Conn, connection
-from eventreg.http import json, page, page_params, path_id, read_json
+from eventreg.http import choice_param, json, page, page_params, path_id, read_json
 from eventreg.structs import Message
 
 Body = TypeVar("Body")
@@ -51,9 +51,9 @@ def create(body_type: type[Body], run: Callable[[Conn, Caller, Body], Awaitable[
     return endpoint
 
 
-def created(request: Request[AppState], made: Any) -> Response:
+def created(request: Request[AppState], made: Any, status: int = 201) -> Response:
     """201 with the new thing, which lives at the collection's path plus its id."""
-    return json(made, 201, {"Location": f"{request.url.path}/{made.id}"})
+    return json(made, status, {"Location": f"{request.url.path}/{made.id}"})
 
 
 def fetch(run: Callable[[Conn, Caller, int], Awaitable[Any]]) -> Endpoint:
@@ -80,14 +80,18 @@ def fetch_page(run: Callable[[Conn, Caller, int, int], Awaitable[list[Any]]]) ->
     return endpoint
 
 
-def fetch_page_of(run: Callable[[Conn, Caller, int, int, int], Awaitable[list[Any]]]) -> Endpoint:
-    """GET /…/{id}: one keyset page of what belongs to the thing with that id."""
+def fetch_page_of(
+    run: Callable[..., Awaitable[list[Any]]], filters: Mapping[str, tuple[str, ...]] = {}
+) -> Endpoint:
+    """GET /…/{id}: one keyset page of what belongs to the thing with that id. `filters`
+    are query parameters passed on by name, each with its choices (the first: default)."""
 
     async def endpoint(request: Request[AppState]) -> Response:
         owner_id = path_id(request)
         after, limit = page_params(request)
+        chosen = {name: choice_param(request, name, choices) for name, choices in filters.items()}
         async with connection_for(request) as conn:
-            found = await run(conn, caller_of(request), owner_id, after, limit + 1)
+            found = await run(conn, caller_of(request), owner_id, after, limit + 1, **chosen)
         return page(request, found, limit)
 
     return endpoint

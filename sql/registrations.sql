@@ -40,8 +40,10 @@ UPDATE events
 RETURNING available_seats;
 
 -- name: insert_registration
-INSERT INTO registrations (event_id, user_id)
-VALUES ($1, $2)
+-- Stamped by the clock at this moment, under the event lock: the time the seat was taken,
+-- not when the transaction began (which may be before a window opened).
+INSERT INTO registrations (event_id, user_id, created_at, updated_at)
+VALUES ($1, $2, clock_timestamp(), clock_timestamp())
 RETURNING id, user_id, event_id, status, created_at, updated_at, promoted_at, promoted_from;
 
 -- name: join_queue
@@ -53,8 +55,8 @@ UPDATE events
 RETURNING waitlisted;
 
 -- name: insert_queued_registration
-INSERT INTO registrations (event_id, user_id, status)
-VALUES ($1, $2, 'waitlisted')
+INSERT INTO registrations (event_id, user_id, status, created_at, updated_at)
+VALUES ($1, $2, 'waitlisted', clock_timestamp(), clock_timestamp())
 RETURNING id, user_id, event_id, status, created_at, updated_at, promoted_at, promoted_from;
 
 -- name: lock_event_for_cancel
@@ -96,7 +98,8 @@ WITH head AS (
      LIMIT $2
 )
 UPDATE registrations r
-   SET status = 'active', promoted_at = now(), promoted_from = h.position, updated_at = now()
+   SET status = 'active', promoted_at = clock_timestamp(), promoted_from = h.position,
+       updated_at = clock_timestamp()
   FROM head h
  WHERE r.id = h.id;
 

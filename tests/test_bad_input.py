@@ -136,7 +136,7 @@ EMAIL_VALUES: list[Any] = [
     *TEXT_VALUES, "plain", "a@b", "@b.co", "a@.co ", "a b@c.de", "a@b@c.de", "a\x00@b.co",
     "a\u3000@b.co", "x" * 251 + "@b.co",
 ]  # fmt: skip
-ROLE_VALUES: list[Any] = [None, "", "admin", "Organizer", " organizer", 1, True, ["attendee"]]
+ROLE_VALUES: list[Any] = [None, "", "superuser", "Organizer", " organizer", 1, True, ["attendee"]]
 BAD_VALUES = {
     "user_id": ID_VALUES,
     "event_id": ID_VALUES,

@@ -78,7 +78,9 @@ async def test_live_emails_unique_ignoring_case(db: Db) -> None:
     await db.execute("UPDATE users SET deleted_at = now()")
     await db.execute("INSERT INTO users (name, email) VALUES ('B', 'same@X.io')")
     with pytest.raises(asyncpg.CheckViolationError, match="users_role_known"):
-        await db.execute("INSERT INTO users (name, email, role) VALUES ('C', 'c@x.io', 'superuser')")
+        await db.execute(
+            "INSERT INTO users (name, email, role) VALUES ('C', 'c@x.io', 'superuser')"
+        )
 
 
 async def test_event_occupancy_reports_disagreement(db: Db) -> None:

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -69,9 +70,9 @@ def template_db(admin_url: str) -> Iterator[str]:
             pgsql.Identifier(name)))  # fmt: skip
 
 
-@pytest.fixture
-def database_url(admin_url: str, template_db: str) -> Iterator[str]:
-    """A fresh, migrated database for this test only."""
+@contextmanager
+def _cloned_database(admin_url: str, template_db: str) -> Iterator[str]:
+    """A fresh, migrated database, dropped on the way out."""
     name = f"t_{uuid.uuid4().hex[:16]}"
     ident = pgsql.Identifier(name)
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -80,6 +81,20 @@ def database_url(admin_url: str, template_db: str) -> Iterator[str]:
     yield _with_database(admin_url, name)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+
+
+@pytest.fixture
+def database_url(admin_url: str, template_db: str) -> Iterator[str]:
+    """A fresh, migrated database for this test only."""
+    with _cloned_database(admin_url, template_db) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_database_url(admin_url: str, template_db: str) -> Iterator[str]:
+    """One database for a module whose tests share a server and write nothing that matters."""
+    with _cloned_database(admin_url, template_db) as url:
+        yield url
 
 
 @pytest.fixture

@@ -49,6 +49,8 @@ def _exit_on_sigterm() -> None:
 def serve() -> None:
     import uvicorn
 
+    from eventreg.protocol import SlowClientProtocol
+
     _exit_on_sigterm()
 
     host = os.environ.get("HOST", "127.0.0.1")
@@ -60,7 +62,8 @@ def serve() -> None:
         say(f"serving on http://{host}:{port} with {workers} worker(s); Ctrl-C stops")
         uvicorn.run(
             "eventreg.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-            loop="uvloop", http="httptools", access_log=os.environ.get("ACCESS_LOG", "1") == "1",
+            loop="uvloop", access_log=os.environ.get("ACCESS_LOG", "1") == "1",
+            http=SlowClientProtocol,  # httptools, plus the deadlines and bounds it lacks
             timeout_graceful_shutdown=10,
             # We never read the client address, so skip the per-request middleware that
             # rewrites it from X-Forwarded-* (about 1% of a worker's CPU on a cheap GET).

@@ -17,6 +17,19 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0  # refused just below, with the same message
+    if not 0 < value < float("inf"):  # also refuses "nan"
+        raise SystemExit(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
 # The whole server's share of PostgreSQL connections, split across WEB_CONCURRENCY workers
 # unless DB_POOL_MAX says otherwise. On 2 cores, 2 workers x 20 connections queued 40
 # transactions on a hot event's row and sold a 500-seat rush slower than 2 x 10 did.
@@ -57,6 +70,13 @@ class Settings:
     rate_register_per_minute: int = 60  # registration attempts per user (0: no limit)
     idempotency_ttl_hours: float = 24.0  # how long an Idempotency-Key's answer is kept
     idempotency_sweep_seconds: float = 300.0  # how often expired keys are deleted
+    # Slow and idle clients (eventreg.protocol). 800 connections per worker stay below the
+    # usual 1024 file descriptors per process, leaving room for the pool and the listener.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 800
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None) -> Settings:
@@ -83,4 +103,9 @@ class Settings:
             rate_register_per_minute=_int(env, "RATE_REGISTER_PER_MINUTE", 60),
             idempotency_ttl_hours=float(env.get("IDEMPOTENCY_TTL_HOURS") or 24),
             idempotency_sweep_seconds=float(env.get("IDEMPOTENCY_SWEEP_SECONDS") or 300),
+            header_timeout=_seconds(env, "HEADER_TIMEOUT", 10.0),
+            body_timeout=_seconds(env, "BODY_TIMEOUT", 30.0),
+            max_connections=_int(env, "MAX_CONNECTIONS", 800),
+            max_header_bytes=_int(env, "MAX_HEADER_BYTES", 16 * 1024),
+            max_headers=_int(env, "MAX_HEADERS", 100),
         )

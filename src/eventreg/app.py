@@ -18,6 +18,7 @@ from eventreg.db import AppState, connection, idempotency
 from eventreg.errors import HANDLERS
 from eventreg.ratelimit import RateLimit
 from eventreg.routes import ROUTES
+from eventreg.routes.admission import Groups
 from eventreg.tokencache import TokenCache
 
 log = logging.getLogger("eventreg")
@@ -65,6 +66,7 @@ def app_state(pool: asyncpg.Pool[asyncpg.Record], settings: Settings) -> AppStat
         "tokens": TokenCache(settings.auth_cache_seconds),
         "signups": RateLimit(settings.rate_signup_per_minute),
         "attempts": RateLimit(settings.rate_register_per_minute),
+        "groups": Groups(settings.group_max),
     }
 
 

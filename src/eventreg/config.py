@@ -70,6 +70,8 @@ class Settings:
     rate_register_per_minute: int = 60  # registration attempts per user (0: no limit)
     idempotency_ttl_hours: float = 24.0  # how long an Idempotency-Key's answer is kept
     idempotency_sweep_seconds: float = 300.0  # how often expired keys are deleted
+    group_admission: bool = True  # admit concurrent registrations for an event together
+    group_max: int = 100  # the most registrations one group transaction admits
     # Slow and idle clients (eventreg.protocol). 800 connections per worker stay below the
     # usual 1024 file descriptors per process, leaving room for the pool and the listener.
     header_timeout: float = 10.0
@@ -103,6 +105,8 @@ class Settings:
             rate_register_per_minute=_int(env, "RATE_REGISTER_PER_MINUTE", 60),
             idempotency_ttl_hours=float(env.get("IDEMPOTENCY_TTL_HOURS") or 24),
             idempotency_sweep_seconds=float(env.get("IDEMPOTENCY_SWEEP_SECONDS") or 300),
+            group_admission=env.get("GROUP_ADMISSION", "on") != "off",
+            group_max=_int(env, "GROUP_MAX", 100),
             header_timeout=_seconds(env, "HEADER_TIMEOUT", 10.0),
             body_timeout=_seconds(env, "BODY_TIMEOUT", 30.0),
             max_connections=_int(env, "MAX_CONNECTIONS", 800),

@@ -38,6 +38,11 @@ def json(obj: object, status: int = 200, headers: dict[str, str] | None = None) 
     return Response(_encoder.encode(obj), status, headers, "application/json")
 
 
+def encode(obj: object) -> bytes:
+    """The JSON bytes `json` would send."""
+    return _encoder.encode(obj)
+
+
 BODY = "eventreg.body"  # the request scope key of a body read before the endpoint ran
 
 

@@ -27,6 +27,7 @@ class AppState(TypedDict):
     tokens: TokenCache
     signups: RateLimit  # per client address
     attempts: RateLimit  # registration attempts per user
+    groups: Any  # eventreg.routes.admission.Groups (a route-layer object: typed there)
 
 
 def atomic(conn: Conn) -> AbstractAsyncContextManager[Any]:

@@ -89,6 +89,7 @@ class Operation:
     access: Access = PUBLIC  # who may call it (with EVENTREG_AUTH=tokens)
     also: Mapping[int, str] = field(default_factory=dict)  # other success statuses: meaning
     filters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # ?name=choice
+    own_keys: bool = False  # the endpoint handles Idempotency-Key itself (group admission)
     limited: bool = False  # rate-limited per caller: may answer 429
 
 
@@ -106,7 +107,7 @@ class Resource:
         async def dispatch(request: Request[Any]) -> Response:
             op = handlers[request.method]
             request.scope[CALLER] = await authenticate(request, op.access)
-            if (key := idempotent.key_of(request)) is not None:
+            if not op.own_keys and (key := idempotent.key_of(request)) is not None:
                 return await idempotent.run(request, op.endpoint, key)
             return await op.endpoint(request)
 
@@ -314,6 +315,7 @@ RESOURCES: list[Resource] = [
             access=REGISTER,
             limited=True,
             also={202: "The event is full and `waitlist` was true: a place in its queue"},
+            own_keys=True,
         ),
         delete=Operation(
             registrations.cancel,

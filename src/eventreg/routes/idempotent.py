@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from eventreg.auth import caller_of
 from eventreg.db import AppState, Conn, connection, idempotency, tokens
+from eventreg.db.admission import Key
 from eventreg.db.idempotency import Answer
 from eventreg.errors import InvalidIdempotencyKey
 from eventreg.http import BODY, read_body
@@ -38,23 +39,39 @@ def key_of(request: Request[Any]) -> str | None:
     return key
 
 
-async def run(request: Request[AppState], endpoint: Endpoint, key: str) -> Response:
-    state = request.state
+async def identify(request: Request[AppState], key: str) -> Key:
+    """Whose key it is (the token's user, else the client address) and what it was used for
+    (method, path and body; the body is read here and kept for the endpoint)."""
     caller = caller_of(request)
     scope = f"user:{caller.user_id}" if caller.user_id else f"addr:{_address(request)}"
-    body = request.scope[BODY] = await read_body(request, state["settings"].max_body_bytes)
+    limit = request.state["settings"].max_body_bytes
+    body = request.scope[BODY] = await read_body(request, limit)
     fingerprint = hashlib.sha256(f"{request.method} {request.url.path}\n".encode() + body)
+    return Key(scope, key, fingerprint.digest())
+
+
+async def run(request: Request[AppState], endpoint: Endpoint, key: str) -> Response:
+    state = request.state
+    k = await identify(request, key)
     lock_wait = state["settings"].lock_timeout_ms / 1000 or None
     async with connection(state) as conn, conn.transaction():
-        stored = await idempotency.claim(conn, scope, key, fingerprint.digest(), lock_wait)
+        stored = await idempotency.claim(conn, k.scope, k.key, k.fingerprint, lock_wait)
         if stored is not None:
             return await _replay(conn, stored)
         request.scope[BOUND] = conn
         response = await endpoint(request)
         answer = _answer(response)
         ttl = state["settings"].idempotency_ttl_hours * 3600
-        await idempotency.store(conn, scope, key, fingerprint.digest(), answer, ttl)
+        await idempotency.store(conn, k.scope, k.key, k.fingerprint, answer, ttl)
     return response
+
+
+def replayed(stored: Answer) -> Response:
+    """A stored answer, sent again."""
+    headers = {"Idempotent-Replayed": "true"}
+    if stored.location:
+        headers["Location"] = stored.location
+    return Response(stored.body, stored.status, headers, "application/json")
 
 
 def _address(request: Request[Any]) -> str:
@@ -75,13 +92,10 @@ def _answer(response: Response) -> Answer:
 
 
 async def _replay(conn: Conn, stored: Answer) -> Response:
-    body, location = stored.body, stored.location
-    if stored.revealed_token_hash is not None:
-        body, location = await _with_new_secret(conn, stored, location)
-    headers = {"Idempotent-Replayed": "true"}
-    if location:
-        headers["Location"] = location
-    return Response(body, stored.status, headers, "application/json")
+    if stored.revealed_token_hash is None:
+        return replayed(stored)
+    body, location = await _with_new_secret(conn, stored, stored.location)
+    return replayed(Answer(stored.status, body, location))
 
 
 async def _with_new_secret(

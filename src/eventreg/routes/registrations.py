@@ -10,11 +10,21 @@ from starlette.responses import Response
 from eventreg import testhooks
 from eventreg.auth import caller_of, limit
 from eventreg.db import AppState, registrations
-from eventreg.http import json, read_json
-from eventreg.routes import crud
-from eventreg.structs import LiveStatus, Message, NewRegistration, RegistrationRequest
+from eventreg.db.admission import Member, Outcome
+from eventreg.db.idempotency import Answer
+from eventreg.errors import ApiError, Forbidden
+from eventreg.http import encode, json, read_json
+from eventreg.routes import crud, idempotent
+from eventreg.structs import (
+    LiveStatus,
+    Message,
+    NewRegistration,
+    Registration,
+    RegistrationRequest,
+)
 
 CANCELLED = Message("registration cancelled successfully")
+REGISTRATIONS = "/api/v1/registrations"
 
 
 def lock_wait(request: Request[AppState]) -> float | None:
@@ -23,19 +33,56 @@ def lock_wait(request: Request[AppState]) -> float | None:
 
 
 async def register(request: Request[AppState]) -> Response:
+    """A seat or a place in the queue. Handles its own Idempotency-Key: with group admission
+    the key is claimed and stored inside the group's transaction."""
     caller = caller_of(request)
     if caller.user_id is not None:  # before anything else: a refused attempt takes no seat
         limit(request.state["attempts"], str(caller.user_id), "registration attempts")
+    key = idempotent.key_of(request)
+    if not request.state["settings"].group_admission:
+        return await (idempotent.run(request, _alone, key) if key else _alone(request))
+    identified = await idempotent.identify(request, key) if key else None
+    body = await _read(request)
+    if not caller.is_user(body.user_id):  # decided on the caller alone, before any group
+        raise Forbidden("a user registers only themselves", field="user_id")
+    member = Member(body.user_id, body.waitlist, identified)
+    return _respond(
+        await request.state["groups"].admit(request.state, body.event_id, member, answer)
+    )
+
+
+async def _alone(request: Request[AppState]) -> Response:
+    """One registration, one transaction (GROUP_ADMISSION=off)."""
+    body = await _read(request)
+    async with crud.connection_for(request) as conn:
+        registration = await registrations.register(
+            conn, caller_of(request), body.event_id, body.user_id,
+            waitlist=body.waitlist, lock_wait=lock_wait(request),
+        )  # fmt: skip
+    return _respond(registration)
+
+
+async def _read(request: Request[AppState]) -> NewRegistration:
     body = await read_json(request, NewRegistration)
     if request.state["settings"].test_hooks:
         testhooks.arm(request.headers)
-    async with crud.connection_for(request) as conn:
-        registration = await registrations.register(
-            conn, caller, body.event_id, body.user_id,
-            waitlist=body.waitlist, lock_wait=lock_wait(request),
-        )  # fmt: skip
-    queued = registration.status == "waitlisted"  # 202: accepted, the seat is still to come
-    return crud.created(request, registration, status=202 if queued else 201)
+    return body
+
+
+def answer(registration: Registration) -> Answer:
+    """The response to a new registration: 201 with a seat, 202 with a place in the queue."""
+    status = 202 if registration.status == "waitlisted" else 201
+    return Answer(status, encode(registration), f"{REGISTRATIONS}/{registration.id}")
+
+
+def _respond(outcome: Outcome) -> Response:
+    if isinstance(outcome, ApiError):
+        raise outcome
+    if isinstance(outcome, Answer):  # an Idempotency-Key seen before: the first answer
+        return idempotent.replayed(outcome)
+    made = answer(outcome)
+    assert made.location is not None
+    return Response(made.body, made.status, {"Location": made.location}, "application/json")
 
 
 async def cancel(request: Request[AppState]) -> Response:

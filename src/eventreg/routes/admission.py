@@ -1,0 +1,105 @@
+"""Group admission in one worker: registrations for an event that arrive while a
+registration transaction for it is in flight wait, and the next transaction admits them
+together (eventreg.db.admission.admit).
+
+No timer: a request that finds nothing in flight for its event starts a group of one at
+once, so at low load nothing waits. Under contention groups grow with the load, up to
+GROUP_MAX. Workers and hosts do not coordinate; the event's row lock orders their groups,
+as it orders single registrations. Each group runs in a task of its own, so a member whose
+client goes away (or whose handler is cancelled) does not cancel the others' transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from eventreg import testhooks
+from eventreg.db import AppState, admission, connection
+from eventreg.db.admission import Member, Outcome
+from eventreg.db.idempotency import Answer
+from eventreg.structs import Registration
+
+
+@dataclass(slots=True)
+class Waiting:
+    member: Member
+    outcome: asyncio.Future[Outcome]
+    hooks: testhooks.Hooks | None  # test-only, as armed by the member's request
+
+
+@dataclass(slots=True)
+class Groups:
+    max_size: int
+    waiting: dict[int, list[Waiting]] = field(default_factory=dict)  # event -> next group
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def admit(
+        self,
+        state: AppState,
+        event_id: int,
+        member: Member,
+        answer: Callable[[Registration], Answer],
+    ) -> Outcome:
+        me = Waiting(member, asyncio.get_running_loop().create_future(), testhooks.ARMED.get())
+        # A member whose handler was cancelled never reads its outcome; mark it read.
+        me.outcome.add_done_callback(lambda f: f.exception())
+        if event_id in self.waiting:  # a group for this event is in flight: join the next
+            self.waiting[event_id].append(me)
+        else:
+            self.waiting[event_id] = []
+            self._start(state, event_id, [me], answer)
+        return await asyncio.shield(me.outcome)
+
+    def _start(
+        self,
+        state: AppState,
+        event_id: int,
+        group: list[Waiting],
+        answer: Callable[[Registration], Answer],
+    ) -> None:
+        context = contextvars.copy_context()
+        context.run(testhooks.ARMED.set, group[0].hooks)
+        task = asyncio.create_task(self._run(state, event_id, group, answer), context=context)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(
+        self,
+        state: AppState,
+        event_id: int,
+        group: list[Waiting],
+        answer: Callable[[Registration], Answer],
+    ) -> None:
+        settings = state["settings"]
+        try:
+            async with connection(state) as conn:
+                outcomes = await admission.admit(
+                    conn, event_id, [w.member for w in group], answer=answer,
+                    key_ttl=settings.idempotency_ttl_hours * 3600,
+                    lock_wait=settings.lock_timeout_ms / 1000 or None,
+                )  # fmt: skip
+        except Exception as exc:  # the transaction failed: every member hears why (503)
+            for w in group:
+                w.outcome.set_exception(exc)
+        except asyncio.CancelledError:  # the worker is stopping: nothing was committed
+            for w in group:
+                w.outcome.set_exception(ConnectionAbortedError("the server is stopping"))
+            raise
+        else:
+            for w, outcome in zip(group, outcomes, strict=True):
+                w.outcome.set_result(outcome)
+        finally:
+            self._next(state, event_id, answer)
+
+    def _next(
+        self, state: AppState, event_id: int, answer: Callable[[Registration], Answer]
+    ) -> None:
+        queue = self.waiting.get(event_id)
+        if not queue:
+            self.waiting.pop(event_id, None)
+            return
+        group, self.waiting[event_id] = queue[: self.max_size], queue[self.max_size :]
+        self._start(state, event_id, group, answer)

@@ -1,0 +1,269 @@
+"""Group admission (issue 12): mixed groups answered member by member, against a model.
+
+Groups are formed on purpose: a test connection holds the event's row lock, so the first
+request (a group of one) waits on it and every later one joins the next group; releasing
+the lock lets both run. Members are handed to the worker's coordinator in a known order,
+so the model knows the arrival order the seats must follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeAlias
+
+import asyncpg
+import httpx
+import pytest
+
+from eventreg.app import app_state, create_pool
+from eventreg.config import Settings
+from eventreg.db import AppState
+from eventreg.db.admission import Key, Member, Outcome
+from eventreg.db.idempotency import Answer
+from eventreg.errors import ApiError
+from eventreg.routes.registrations import answer
+from eventreg.structs import Registration
+from tests.factories import make_event, make_user, register
+
+Db: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
+
+
+@asynccontextmanager
+async def worker(database_url: str, **overrides: Any) -> AsyncIterator[AppState]:
+    settings = Settings(database_url=database_url, pool_max_size=10, **overrides)
+    pool = await create_pool(settings)
+    try:
+        yield app_state(pool, settings)
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def event_locked(database_url: str, event: int) -> AsyncIterator[None]:
+    """Hold the event's row lock, as a long transaction elsewhere would."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", event)
+            yield
+    finally:
+        await conn.close()
+
+
+async def submit_in_order(
+    state: AppState, event: int, members: list[Member]
+) -> list[asyncio.Task[Outcome]]:
+    tasks = []
+    for m in members:
+        tasks.append(asyncio.create_task(state["groups"].admit(state, event, m, answer)))
+        await asyncio.sleep(0)  # let it reach the coordinator before the next one
+    return tasks
+
+
+async def users(db: Db, n: int) -> list[int]:
+    rows = await db.fetch(
+        "INSERT INTO users (name, email) SELECT 'g' || g, 'g' || g || '-' || $2 || '@x.io'"
+        " FROM generate_series(1, $1) g RETURNING id",
+        n,
+        str(await db.fetchval("SELECT count(*) FROM users")),
+    )
+    return [r["id"] for r in rows]
+
+
+async def new_event(db: Db, seats: int) -> int:
+    organizer = await db.fetchval(
+        "INSERT INTO users (name, email, role) VALUES ('o', 'o' || $1 || '@x.io', 'organizer')"
+        " RETURNING id",
+        str(await db.fetchval("SELECT count(*) FROM users")),
+    )
+    event: int = await db.fetchval(
+        "INSERT INTO events (title, capacity, available_seats, organizer_id)"
+        " VALUES ('G', $1, $1, $2) RETURNING id",
+        seats,
+        organizer,
+    )
+    return event
+
+
+def key(name: str, user: int, event: int, waitlist: bool = False) -> Key:
+    body = f'{{"user_id":{user},"event_id":{event},"waitlist":{str(waitlist).lower()}}}'
+    fingerprint = hashlib.sha256(b"POST /api/v1/registrations\n" + body.encode()).digest()
+    return Key(f"user:{user}", name, fingerprint)
+
+
+def kind(outcome: Outcome) -> str:
+    if isinstance(outcome, ApiError):
+        return outcome.code
+    if isinstance(outcome, Answer):
+        return f"replay {outcome.status}"
+    return outcome.status
+
+
+async def test_a_mixed_group_answers_each_member_as_the_model_says(
+    database_url: str, db: Db
+) -> None:
+    event = await new_event(db, seats=5)
+    u = await users(db, 9)
+    await db.execute(  # u[0] holds a seat already
+        "WITH s AS (UPDATE events SET available_seats = available_seats - 1 WHERE id = $1)"
+        " INSERT INTO registrations (event_id, user_id) VALUES ($1, $2)",
+        event,
+        u[0],
+    )
+    gone = u[8]
+    await db.execute("UPDATE users SET deleted_at = now() WHERE id = $1", gone)
+    async with worker(database_url) as state:
+        # A keyed registration done before: its retry in the group must replay it.
+        first = await submit_in_order(state, event, [Member(u[1], key=key("k1", u[1], event))])
+        done = await first[0]
+        assert isinstance(done, Registration)
+        async with event_locked(database_url, event):
+            leader = await submit_in_order(state, event, [Member(u[2])])
+            members = [
+                Member(u[1], key=key("k1", u[1], event)),  # replay of the first
+                Member(u[0]),  # already holds a seat (in the database)
+                Member(999_999),  # no such user
+                Member(gone),  # deleted user
+                Member(u[3], key=key("k3", u[3], event)),  # new keyed: takes a seat
+                Member(u[3]),  # the same user again, in the same group
+                Member(u[4], waitlist=True),  # the last seat (asked for the queue too)
+                Member(u[5]),  # no seat left
+                Member(u[6], waitlist=True),  # queues: position 1
+                Member(u[7], waitlist=True),  # queues: position 2
+                Member(u[1], key=key("k1", u[1], event, waitlist=True)),  # key, other body
+            ]
+            tasks = await submit_in_order(state, event, members)
+            await asyncio.sleep(0.1)
+            assert not any(t.done() for t in [*leader, *tasks])  # all wait on the lock
+        outcomes = [await t for t in [*leader, *tasks]]
+    assert [kind(o) for o in outcomes] == [
+        "active",  # the leader, a group of one
+        "replay 201",
+        "already_registered",
+        "user_not_found",
+        "user_not_found",
+        "active",
+        "already_registered",
+        "active",  # the last seat
+        "event_full",
+        "waitlisted",
+        "waitlisted",
+        "idempotency_key_reused",
+    ]
+    assert [o.waitlist_position for o in outcomes[9:11]] == [1, 2]  # type: ignore[union-attr]
+    row = await db.fetchrow(
+        "SELECT available_seats, waitlisted, capacity FROM events WHERE id = $1", event
+    )
+    assert row is not None
+    assert (row["available_seats"], row["waitlisted"]) == (0, 2)
+    groups = await db.fetch(
+        "SELECT xmin::text AS tx, array_agg(user_id ORDER BY id) AS who FROM registrations"
+        " WHERE event_id = $1 GROUP BY xmin::text ORDER BY min(id)",
+        event,
+    )
+    # one transaction each: the seed, the keyed first, the leader, then the whole group
+    assert [list(g["who"]) for g in groups][2:] == [[u[2]], [u[3], u[4], u[6], u[7]]]
+    keys = await db.fetch("SELECT key, status FROM idempotency_keys ORDER BY key")
+    assert [(k["key"], k["status"]) for k in keys] == [("k1", 201), ("k3", 201)]
+
+
+async def test_a_failed_group_takes_no_seat_and_answers_everyone_503(
+    database_url: str, db: Db
+) -> None:
+    event = await new_event(db, seats=10)
+    u = await users(db, 5)
+    async with (
+        worker(database_url, lock_timeout_ms=300) as state,
+        event_locked(database_url, event),
+    ):
+        tasks = await submit_in_order(state, event, [Member(x) for x in u])
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, (TimeoutError, asyncpg.LockNotAvailableError)) for r in results)
+    assert await db.fetchval("SELECT count(*) FROM registrations") == 0
+    assert await db.fetchval("SELECT available_seats FROM events WHERE id = $1", event) == 10
+
+
+async def test_a_cancelled_member_does_not_cancel_its_group(database_url: str, db: Db) -> None:
+    event = await new_event(db, seats=10)
+    u = await users(db, 4)
+    async with worker(database_url) as state:
+        async with event_locked(database_url, event):
+            tasks = await submit_in_order(state, event, [Member(x) for x in u])
+            tasks[2].cancel()  # its client went away while the group waited
+            await asyncio.sleep(0.05)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert [kind(r) for i, r in enumerate(results) if i != 2] == ["active"] * 3  # type: ignore[arg-type]
+    # the cancelled member's registration was in the group and committed with it
+    assert await db.fetchval("SELECT count(*) FROM registrations") == 4
+
+
+async def test_groups_form_under_load_and_never_oversell(
+    tokens_client: httpx.AsyncClient, database_url: str, db: Db
+) -> None:
+    """200 concurrent sign-ups race for 50 seats through HTTP, with tokens."""
+    organizer = await db.fetchval(
+        "INSERT INTO users (name, email, role) VALUES ('o', 'o@x.io', 'organizer') RETURNING id"
+    )
+    event = await db.fetchval(
+        "INSERT INTO events (title, capacity, available_seats, organizer_id)"
+        " VALUES ('Hot', 50, 50, $1) RETURNING id",
+        organizer,
+    )
+    people = []
+    for i in range(200):
+        made = await tokens_client.post(
+            "/api/v1/users", json={"name": f"p{i}", "email": f"p{i}@x.io"}
+        )
+        people.append(made.json())
+
+    async def go(p: dict[str, Any]) -> int:
+        response = await tokens_client.post(
+            "/api/v1/registrations",
+            json={"user_id": p["id"], "event_id": event},
+            headers={"Authorization": f"Bearer {p['token']}"},
+        )
+        status: int = response.status_code
+        return status
+
+    statuses = await asyncio.gather(*(go(p) for p in people))
+    assert sorted(set(statuses)) == [201, 409]
+    assert statuses.count(201) == 50
+    transactions = await db.fetchval(
+        "SELECT count(DISTINCT xmin::text) FROM registrations WHERE event_id = $1", event
+    )
+    assert transactions < 50  # seats went out in groups
+    assert await db.fetchval("SELECT available_seats FROM events WHERE id = $1", event) == 0
+
+
+async def test_off_means_one_transaction_each(database_url: str, db: Db) -> None:
+    settings = Settings(database_url=database_url, group_admission=False)
+    from asgi_lifespan import LifespanManager
+
+    from eventreg.app import create_app
+
+    async with LifespanManager(create_app(settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            event = (await make_event(c, capacity=30))["id"]
+            people = [(await make_user(c))["id"] for _ in range(30)]
+            answers = await asyncio.gather(*(register(c, p, event) for p in people))
+    assert [a.status_code for a in answers] == [201] * 30
+    assert await db.fetchval("SELECT count(DISTINCT xmin::text) FROM registrations") == 30
+
+
+@pytest.mark.parametrize("group_max", [3])
+async def test_groups_are_capped(database_url: str, db: Db, group_max: int) -> None:
+    event = await new_event(db, seats=20)
+    u = await users(db, 10)
+    async with worker(database_url, group_max=group_max) as state:
+        async with event_locked(database_url, event):
+            tasks = await submit_in_order(state, event, [Member(x) for x in u])
+        await asyncio.gather(*tasks)
+    sizes = await db.fetch(
+        "SELECT count(*) AS n FROM registrations GROUP BY xmin::text ORDER BY min(id)"
+    )
+    assert [s["n"] for s in sizes] == [1, 3, 3, 3]

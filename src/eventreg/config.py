@@ -1,33 +1,26 @@
-"""Settings, read once from the environment by the entry points (never at import)."""
+"""Settings, read once from the environment by the entry points (never at import).
+
+Each variable is one row of `SPEC`: its name, the `Settings` field it fills, what it allows
+and what it means. Reading, the error line, `serve --help` and the README's Configuration
+table all come from those rows (tests/test_cli.py holds the README to them). A new setting
+is a field with its default below plus one row.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
-from dataclasses import dataclass
+import re
+import textwrap
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit
 
 
-def _int(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
-
-
-def _seconds(env: dict[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0  # refused just below, with the same message
-    if not 0 < value < float("inf"):  # also refuses "nan"
-        raise SystemExit(f"{name} must be a positive number of seconds, got {raw!r}")
-    return value
+class ConfigError(ValueError):
+    """A setting the operator has to fix. The message is one line that names the variable."""
 
 
 # The whole server's share of PostgreSQL connections, split across WEB_CONCURRENCY workers
@@ -35,21 +28,8 @@ def _seconds(env: dict[str, str], name: str, default: float) -> float:
 # transactions on a hot event's row and sold a 500-seat rush slower than 2 x 10 did.
 DB_CONNECTIONS = 20
 
-
-def default_pool_max(env: dict[str, str]) -> int:
-    return max(4, DB_CONNECTIONS // max(1, _int(env, "WEB_CONCURRENCY", 1)))
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def default_auth(host: str) -> str:
-    """No authentication only where nobody else can connect."""
-    return "open" if is_loopback(host) else "tokens"
+# PostgreSQL's timeouts are int4 milliseconds; a larger value fails every connection.
+PG_MS_MAX = 2_147_483_647
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,37 +59,263 @@ class Settings:
     max_connections: int = 800
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
+    # Read by `python -m eventreg serve` only, not by the app.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    access_log: bool = True
 
     @staticmethod
-    def from_env(env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
-        url = env.get("DATABASE_URL")
-        if not url:
-            raise SystemExit("DATABASE_URL is not set (make run sets it for you)")
-        return Settings(
-            database_url=url,
-            pool_max_size=_int(env, "DB_POOL_MAX", default_pool_max(env)),
-            acquire_timeout_ms=_int(env, "DB_ACQUIRE_TIMEOUT_MS", 2000),
-            lock_timeout_ms=_int(env, "DB_LOCK_TIMEOUT_MS", 1000),
-            statement_timeout_ms=_int(env, "DB_STATEMENT_TIMEOUT_MS", 5000),
-            idle_in_transaction_timeout_ms=_int(env, "DB_IDLE_IN_TX_TIMEOUT_MS", 10000),
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024),
-            test_hooks=env.get("EVENTREG_TEST_HOOKS") == "1",
-            cors_origins=tuple(
-                o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()
-            ),
-            compress_min_bytes=_int(env, "COMPRESS_MIN_BYTES", 1024),
-            auth_mode=env.get("EVENTREG_AUTH") or default_auth(env.get("HOST", "127.0.0.1")),
-            auth_cache_seconds=float(env.get("AUTH_CACHE_SECONDS") or 5),
-            rate_signup_per_minute=_int(env, "RATE_SIGNUP_PER_MINUTE", 20),
-            rate_register_per_minute=_int(env, "RATE_REGISTER_PER_MINUTE", 60),
-            idempotency_ttl_hours=float(env.get("IDEMPOTENCY_TTL_HOURS") or 24),
-            idempotency_sweep_seconds=float(env.get("IDEMPOTENCY_SWEEP_SECONDS") or 300),
-            group_admission=env.get("GROUP_ADMISSION", "on") != "off",
-            group_max=_int(env, "GROUP_MAX", 100),
-            header_timeout=_seconds(env, "HEADER_TIMEOUT", 10.0),
-            body_timeout=_seconds(env, "BODY_TIMEOUT", 30.0),
-            max_connections=_int(env, "MAX_CONNECTIONS", 800),
-            max_header_bytes=_int(env, "MAX_HEADER_BYTES", 16 * 1024),
-            max_headers=_int(env, "MAX_HEADERS", 100),
-        )
+    def from_env(env: Mapping[str, str] | None = None, *, need_database: bool = True) -> Settings:
+        """Every row of SPEC from `env` (default: os.environ), or ConfigError for the first
+        bad one. `need_database=False` allows DATABASE_URL to be unset (then it is "")."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for var in SPEC:
+            values[var.field] = var.read(env, values)
+        if need_database and not values["database_url"]:
+            raise ConfigError("DATABASE_URL is not set (make run sets it for you)")
+        if values["auth_mode"] == "open" and not is_loopback(values["host"]):
+            raise ConfigError(
+                f"EVENTREG_AUTH=open is refused with HOST {values['host']!r}: anyone who can"
+                " reach it could do anything; use EVENTREG_AUTH=tokens or a loopback HOST"
+            )
+        return Settings(**values)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def default_auth(host: str) -> str:
+    """No authentication only where nobody else can connect."""
+    return "open" if is_loopback(host) else "tokens"
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """What a variable allows: said for people (`rule`) and checked (`parse`, which raises
+    ValueError when the text breaks the rule)."""
+
+    rule: str
+    parse: Callable[[str], Any]
+    quote: Callable[[str], str] = repr  # how the error line shows the bad value
+
+
+def integer(low: int, high: int | None = None) -> Kind:
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"-?[0-9]+", text):
+            raise ValueError(text)
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            raise ValueError(text)
+        return value
+
+    upto = f"from {low} to {high}" if high is not None else f"of at least {low}"
+    return Kind(f"an integer {upto}", parse)
+
+
+def number(low: float, *, above: bool = False) -> Kind:
+    """A finite number from `low` on, or (`above`) greater than `low`."""
+
+    def parse(text: str) -> float:
+        value = float(text)  # ValueError for "soon"
+        if not math.isfinite(value) or value < low or (above and value == low):
+            raise ValueError(text)
+        return value
+
+    return Kind(f"a number {'above' if above else 'of at least'} {low:g}", parse)
+
+
+def one_of(*choices: str) -> Kind:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(text)
+        return text
+
+    return Kind(" or ".join(choices), parse)
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """Comma-separated browser origins (scheme://host[:port], no path), or `*`."""
+    origins = tuple(o.strip() for o in text.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s,]+", origin):
+            raise ValueError(origin)
+    return origins
+
+
+def _flag(text: str) -> bool:
+    if text not in ("0", "1"):
+        raise ValueError(text)
+    return text == "1"
+
+
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise ValueError(text)
+    return text == "on"
+
+
+def _postgres_url(text: str) -> str:
+    scheme, sep, _ = text.partition("://")
+    if scheme not in ("postgres", "postgresql") or not sep:
+        raise ValueError(text)
+    parts = urlsplit(text)
+    if "," not in parts.netloc:  # one host: its port must be a number (several: the driver's)
+        _ = parts.port  # ValueError when it is not
+    return text
+
+
+def _without_password(text: str) -> str:
+    """The URL for an error line: a password, if any, is never printed."""
+    try:
+        password = urlsplit(text).password
+    except ValueError:
+        password = None
+    return repr(text.replace(f":{password}@", ":***@") if password else text)
+
+
+FLAG = Kind("0 or 1", _flag)
+ON_OFF = Kind("on or off", _on_off)
+TEXT = Kind("a host name or IP address", str)
+POSTGRES_URL = Kind("a postgresql:// URL", _postgres_url, _without_password)
+ORIGINS = Kind("comma-separated origins like https://app.example.org (no path), or *", _origins)
+
+
+def pool_max_for(workers: int) -> int:
+    return max(4, DB_CONNECTIONS // workers)
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    """One environment variable. Its default is the Settings field's, unless `derive`
+    computes it from the rows above (by field name); `shown` is the README's wording."""
+
+    name: str
+    field: str
+    kind: Kind
+    meaning: str
+    derive: Callable[[Mapping[str, Any]], Any] | None = None
+    shown: str | None = None
+
+    def read(self, env: Mapping[str, str], above: Mapping[str, Any]) -> Any:
+        raw = env.get(self.name, "")
+        if raw == "":  # unset and empty mean the same: the default
+            return self.derive(above) if self.derive else _DEFAULTS[self.field]
+        try:
+            return self.kind.parse(raw)
+        except ValueError:
+            message = f"{self.name} must be {self.kind.rule}, got {self.kind.quote(raw)}"
+            raise ConfigError(message) from None
+
+    def default_text(self) -> str:
+        if self.shown is not None:
+            return self.shown
+        value = _DEFAULTS[self.field]
+        if isinstance(value, bool):
+            value = int(value)  # flags are written 0 and 1
+        elif isinstance(value, float):
+            value = f"{value:g}"  # 5, not 5.0
+        return f"`{value}`"
+
+
+SPEC: tuple[Var, ...] = (
+    Var("DATABASE_URL", "database_url", POSTGRES_URL,
+        "the PostgreSQL to use. Unset: `make run` starts the embedded server",
+        derive=lambda _: "", shown="(embedded)"),
+    Var("HOST", "host", TEXT, "where to listen (loopback only by default)"),
+    Var("PORT", "port", integer(1, 65535), "the port to listen on"),
+    Var("WEB_CONCURRENCY", "workers", integer(1),
+        "uvicorn worker processes (2 suits a 2-core machine)"),
+    Var("ACCESS_LOG", "access_log", FLAG, "`0` turns off uvicorn's per-request log line"),
+    Var("DB_POOL_MAX", "pool_max_size", integer(1),
+        "connections per worker. A hot event's lock serves a short queue better than a long "
+        "one, so the default keeps about 20 in all; keep workers x this below "
+        "`max_connections`",
+        derive=lambda above: pool_max_for(above["workers"]),
+        shown=f"{DB_CONNECTIONS} ÷ `WEB_CONCURRENCY`, at least 4"),
+    Var("DB_ACQUIRE_TIMEOUT_MS", "acquire_timeout_ms", integer(1, PG_MS_MAX),
+        "wait for a pooled connection; then 503"),
+    Var("DB_LOCK_TIMEOUT_MS", "lock_timeout_ms", integer(0, PG_MS_MAX),
+        "PostgreSQL `lock_timeout`: a lock held elsewhere becomes a 503, not a hang "
+        "(`0`: wait as long as `DB_STATEMENT_TIMEOUT_MS`)"),
+    Var("DB_STATEMENT_TIMEOUT_MS", "statement_timeout_ms", integer(1, PG_MS_MAX),
+        "PostgreSQL `statement_timeout`"),
+    Var("DB_IDLE_IN_TX_TIMEOUT_MS", "idle_in_transaction_timeout_ms", integer(0, PG_MS_MAX),
+        "`idle_in_transaction_session_timeout`, a backstop for stuck transactions (`0`: off)"),
+    Var("MAX_BODY_BYTES", "max_body_bytes", integer(1),
+        "larger request bodies get 413 (also when chunked)"),
+    Var("EVENTREG_AUTH", "auth_mode", one_of("open", "tokens"),
+        "`open`: no authentication; `tokens`: every request is checked (see Who may do "
+        "what, below). `open` with a non-loopback `HOST` is refused",
+        derive=lambda above: default_auth(above["host"]),
+        shown="`open` on a loopback `HOST`, else `tokens`"),
+    Var("AUTH_CACHE_SECONDS", "auth_cache_seconds", number(0),
+        "how long a worker trusts a token lookup (the revocation delay for other workers)"),
+    Var("RATE_SIGNUP_PER_MINUTE", "rate_signup_per_minute", integer(0),
+        "sign-ups per client address; `0` no limit"),
+    Var("RATE_REGISTER_PER_MINUTE", "rate_register_per_minute", integer(0),
+        "registration attempts per user; `0` no limit"),
+    Var("IDEMPOTENCY_TTL_HOURS", "idempotency_ttl_hours", number(0, above=True),
+        "how long an `Idempotency-Key`'s answer is kept"),
+    Var("IDEMPOTENCY_SWEEP_SECONDS", "idempotency_sweep_seconds", number(0),
+        "how often expired keys are deleted (`0`: never)"),
+    Var("GROUP_ADMISSION", "group_admission", ON_OFF,
+        "`off`: one transaction per registration (see [Group admission]"
+        "(#group-admission-a-hot-event-at-the-speed-of-the-database))", shown="`on`"),
+    Var("GROUP_MAX", "group_max", integer(1),
+        "the most registrations one group transaction admits"),
+    Var("CORS_ORIGINS", "cors_origins", ORIGINS,
+        "browser origins allowed to call the API; preflights are answered before routing. "
+        "Empty: no CORS headers at all", shown="(none)"),
+    Var("COMPRESS_MIN_BYTES", "compress_min_bytes", integer(0),
+        "gzip list responses at least this large when the client accepts it; `0` never"),
+    Var("HEADER_TIMEOUT", "header_timeout", number(0, above=True),
+        "seconds for a request's headers to arrive; then 408 (see below)"),
+    Var("BODY_TIMEOUT", "body_timeout", number(0, above=True),
+        "seconds for a request's whole body to arrive after its headers; then 408"),
+    Var("MAX_CONNECTIONS", "max_connections", integer(1),
+        "open connections per worker; one opened above it gets 503. The default stays under "
+        "the usual 1024 file descriptors per process, with room for the pool"),
+    Var("MAX_HEADER_BYTES", "max_header_bytes", integer(1024),
+        "request line and headers; a larger head gets 431"),
+    Var("MAX_HEADERS", "max_headers", integer(1), "header fields; more get 431"),
+    Var("EVENTREG_TEST_HOOKS", "test_hooks", FLAG,
+        "`1` enables test-only fault hooks; never set it in production"),
+)  # fmt: skip
+
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in fields(Settings) if f.default is not MISSING
+}
+
+
+def read(name: str, env: Mapping[str, str] | None = None) -> Any:
+    """One variable, checked by its row: for commands that need only that one."""
+    (var,) = (v for v in SPEC if v.name == name)
+    return var.read(os.environ if env is None else env, {})
+
+
+def default_pool_max(env: Mapping[str, str]) -> int:
+    """DB_POOL_MAX when it is unset, for WEB_CONCURRENCY as `env` gives it."""
+    return pool_max_for(read("WEB_CONCURRENCY", env))
+
+
+def help_text() -> str:
+    """The settings for `serve --help`: name, default, what is allowed, meaning."""
+    lines = ["settings (environment variables; an empty one counts as unset):"]
+    for var in SPEC:
+        lines.append(f"  {var.name:<26} default {var.default_text().replace('`', '')}")
+        about = f"{var.kind.rule}: {var.meaning.replace('`', '')}"
+        lines += textwrap.wrap(about, 88, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)
+
+
+def markdown_table() -> str:
+    """The README's Configuration table, one row per SPEC row."""
+    lines = ["| variable | default | allowed | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{v.name}` | {v.default_text()} | {v.kind.rule} | {v.meaning} |" for v in SPEC]
+    return "\n".join(lines)

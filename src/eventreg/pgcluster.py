@@ -7,9 +7,11 @@ unprivileged system user (created on first use) that owns the data directory.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import socket
 import stat
@@ -37,6 +39,23 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on host:port now (EADDRINUSE, an unknown host, …), or
+    None when it could. SO_REUSEADDR as uvicorn and PostgreSQL set it, so a port that only
+    has connections in TIME_WAIT counts as free, as it is for them."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc
+    return None
+
+
+class PortTaken(RuntimeError):
+    """The port a data directory always uses is held by another program."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +89,14 @@ def _open_traversal(path: Path) -> None:
 
 
 class Cluster:
-    """One data directory; the server listens on 127.0.0.1 only, on a free port."""
+    """One data directory; the server listens on 127.0.0.1 only, on a port chosen free on
+    the first start and kept in the directory's postgresql.conf, so its URL never changes
+    and clients that outlive a restart (a running API's pool) find it again."""
 
     def __init__(self, datadir: Path) -> None:
         self.datadir = datadir.resolve()
         self.logfile = self.datadir / "server.log"
+        self.conf = self.datadir / "postgresql.conf"
         self.run_as = RunAs.for_server()
 
     # -- state -------------------------------------------------------------------------
@@ -90,6 +112,14 @@ class Cluster:
         if len(lines) < 4 or not _alive(int(lines[0])):
             return None
         return int(lines[3])
+
+    def kept_port(self) -> int | None:
+        """The port postgresql.conf names (its last uncommented `port =`), if any."""
+        try:
+            ports = re.findall(r"^\s*port\s*=\s*(\d+)", self.conf.read_text(), re.MULTILINE)
+        except FileNotFoundError:
+            return None
+        return int(ports[-1]) if ports else None
 
     def url(self, database: str = "postgres") -> str:
         port = self.running_port()
@@ -114,12 +144,32 @@ class Cluster:
             return port
         if not self.initialized():
             self.init()
-        port = free_port()
-        options = {"listen_addresses": "127.0.0.1", "port": str(port),
-                   "unix_socket_directories": "", **settings}  # fmt: skip
+        port = self._port()
+        options = {"listen_addresses": "127.0.0.1", "unix_socket_directories": "",
+                   **settings}  # fmt: skip
         opts = " ".join(f"-c {k}={v}" for k, v in options.items())
         self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-o", opts,
                   "-w", "-t", "60", "start")  # fmt: skip
+        return port
+
+    def _port(self) -> int:
+        """The port kept in postgresql.conf; on the first start, a free one, written there.
+
+        PostgreSQL's own file rather than one of ours: `pg_ctl start` by hand, and
+        `pg_ctl restart`, use the same port. An existing directory without the line gets
+        one on its next start."""
+        port = self.kept_port()
+        if port is None:
+            port = free_port()
+            with self.conf.open("a") as conf:
+                conf.write(f"\n# Chosen free on the first start and kept, so the URL stays"
+                           f" the same.\nport = {port}\n")  # fmt: skip
+        elif (error := bind_error("127.0.0.1", port)) and error.errno == errno.EADDRINUSE:
+            raise PortTaken(
+                f"127.0.0.1:{port}, the port of the PostgreSQL in {self.datadir}, is taken by"
+                f" another program; stop that program, or delete the line `port = {port}`"
+                f" at the end of {self.conf} to move to a new port"
+            )
         return port
 
     def stop(self, mode: str = "fast") -> None:
@@ -130,6 +180,11 @@ class Cluster:
         """Stop in `mode` (fast, or immediate for a crash) and start with the same options."""
         self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-m", mode,
                   "-w", "-t", "60", "restart")  # fmt: skip
+
+    def reload(self) -> None:
+        """Signal the server to re-read postgresql.conf and pg_hba.conf (it does so soon
+        after, not before this returns)."""
+        self._run("pg_ctl", "-D", str(self.datadir), "reload")
 
     def destroy(self) -> None:
         self.stop("immediate")

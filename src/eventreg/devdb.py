@@ -1,7 +1,9 @@
 """The database `make run` uses: $DATABASE_URL, or else an embedded server in `.data/`.
 
-The embedded server's data survives restarts. A server left running by a killed process is
-found through its postmaster.pid and adopted rather than blocking the next start.
+The embedded server's data survives restarts, and so does its port (see Cluster). A server
+left running by a killed process is found through its postmaster.pid and adopted rather than
+blocking the next start. The process that started it (its owner, in `.data/pg.owner`) stops
+it on exit; `db-stop` refuses to pull it from under a live owner unless forced.
 """
 
 from __future__ import annotations
@@ -28,17 +30,36 @@ def _owner_file() -> Path:
     return data_dir().parent / "pg.owner"
 
 
+class InUse(Exception):
+    """The embedded server has a live owner (a `make run`, say) and stopping was not forced."""
+
+
+def owner() -> int | None:
+    """The pid of the live process that will stop the server, or None (none, or it died)."""
+    try:
+        pid = int(_owner_file().read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
 def _claim() -> bool:
     """Become the process that stops the server, unless a live process already is."""
-    try:
-        owner = int(_owner_file().read_text())
-        os.kill(owner, 0)
-        if owner != os.getpid():
-            return False
-    except (OSError, ValueError):
-        pass  # no owner, or it died (a killed `make run`): the server is ours now
+    if (pid := owner()) is not None and pid != os.getpid():
+        return False
+    # no owner, or it died (a killed `make run`): the server is ours now
     _owner_file().write_text(str(os.getpid()))
     return True
+
+
+def _command_of(pid: int) -> str:
+    """`python -m eventreg serve` for a pid, as an error line can name it."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return "a process"
+    return " ".join([Path(argv[0]).name, *argv[1:]]).strip()
 
 
 def start_embedded() -> tuple[str, bool]:
@@ -66,5 +87,25 @@ def current_url() -> str | None:
 
 
 def stop_embedded() -> None:
+    """The owner's stop, on its way out."""
     embedded().stop()
     _owner_file().unlink(missing_ok=True)
+
+
+def stop_for_operator(*, force: bool = False) -> None:
+    """`db-stop`: stop the server, but not from under a live owner unless `force`.
+
+    A forced stop keeps the owner's claim: the owner still stops the server when it exits,
+    and a `make migrate` that starts it again meanwhile leaves it running for the owner,
+    whose pool finds it on the same port."""
+    pid = owner()
+    if pid is None or pid == os.getpid():
+        stop_embedded()
+    elif force:
+        embedded().stop()
+    else:
+        raise InUse(
+            f"the embedded PostgreSQL is in use by `{_command_of(pid)}` (pid {pid}); stop"
+            " that first, or stop the database anyway with --force"
+            " (make db-stop ARGS=--force)"
+        )

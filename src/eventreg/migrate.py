@@ -2,9 +2,55 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import asyncpg
 from yoyo import get_backend, read_migrations
+
+CONNECT_TIMEOUT = 10  # seconds
+
+
+class DatabaseUnavailable(Exception):
+    """DATABASE_URL cannot be used; the message is one line that says why."""
+
+
+def check_connection(database_url: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Connect once with the app's driver before migrating, so that a wrong DATABASE_URL is
+    one line saying what is wrong, not a traceback from the middle of yoyo."""
+
+    async def connect() -> None:
+        await (await asyncpg.connect(database_url, timeout=timeout)).close()
+
+    try:
+        asyncio.run(connect())
+    except Exception as exc:  # whatever the driver raises becomes one line
+        raise DatabaseUnavailable(why_unavailable(exc, database_url, timeout)) from exc
+
+
+def why_unavailable(exc: Exception, database_url: str, timeout: float = CONNECT_TIMEOUT) -> str:
+    """One line for a failed connect: unreachable, refused password, no such database, or
+    else the driver's own first line. Names the server, never the password."""
+    server = urlsplit(database_url).netloc.rpartition("@")[2] or "localhost:5432"
+    if isinstance(exc, asyncpg.InvalidPasswordError):
+        why = f"PostgreSQL at {server} refused the password ({exc})"
+    elif isinstance(exc, asyncpg.InvalidCatalogNameError):
+        why = f"{exc} on the PostgreSQL at {server}"
+    elif isinstance(exc, ConnectionRefusedError):
+        why = f"connection refused at {server}: is PostgreSQL running there?"
+    elif isinstance(exc, socket.gaierror):
+        why = f"unknown host in {server} ({exc.strerror})"
+    elif isinstance(exc, TimeoutError):
+        why = f"no answer from {server} within {timeout:g} s"
+    elif isinstance(exc, OSError):
+        why = f"cannot reach {server}: {exc.strerror or exc}"
+    elif isinstance(exc, asyncpg.PostgresError):
+        why = f"PostgreSQL at {server} refused the connection: {exc}"
+    else:
+        why = f"cannot connect to {server}: {str(exc).strip() or type(exc).__name__}"
+    return f"DATABASE_URL: {why.splitlines()[0]}"
 
 
 def migrations_dir() -> Path:

@@ -27,7 +27,7 @@ psql: install
 	$(PY) -m eventreg psql
 
 db-stop: install
-	$(PY) -m eventreg db-stop
+	$(PY) -m eventreg db-stop $(ARGS)
 
 test: check
 	$(PY) -m pytest

@@ -1,17 +1,39 @@
-"""`python -m eventreg [serve|migrate|psql|db-url|db-stop]`: what `make run` and friends call."""
+"""Run the event registration API and look after its database (`make run` and friends)."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
-from eventreg import devdb, migrate
-from eventreg.pgcluster import bin_dir
+from eventreg import config, devdb, migrate
+from eventreg.config import ConfigError, Settings
+from eventreg.pgcluster import PortTaken, bin_dir, bind_error
+
+EXIT_CODES = """\
+exit codes:
+  0  done
+  1  something outside stood in the way: the database (unreachable, refused the password,
+     no such database), the port (in use), or the embedded PostgreSQL (in use, its port
+     taken); one line says which
+  2  a setting or an argument is invalid; one line names it and says what is allowed
+
+Settings are environment variables: `python -m eventreg serve --help` lists them."""
+
+
+class CannotRun(Exception):
+    """Something outside the settings is in the way; the message is one line."""
+
+
+# Each becomes one line on stderr and exit code 1, never a traceback.
+OBSTACLES = (CannotRun, migrate.DatabaseUnavailable, devdb.InUse, PortTaken)
 
 
 def say(message: str) -> None:
@@ -19,14 +41,17 @@ def say(message: str) -> None:
 
 
 @contextmanager
-def database() -> Iterator[str]:
-    """$DATABASE_URL as is, or the embedded server, started here and stopped on the way out."""
-    if url := os.environ.get("DATABASE_URL"):
+def database(url: str) -> Iterator[str]:
+    """`url` (DATABASE_URL) once a first connection works, or, when it is "", the embedded
+    server, started here and stopped on the way out."""
+    if url:
+        migrate.check_connection(url)
         yield url
         return
     say(f"DATABASE_URL is unset: using the embedded PostgreSQL in {devdb.data_dir()}")
     url, started = devdb.start_embedded()
-    say(f"embedded PostgreSQL is up: {url}" + ("" if started else " (already running)"))
+    owner = "" if started else f" (used by pid {devdb.owner()}, which stops it)"
+    say(f"embedded PostgreSQL is up: {url}{owner}")
     try:
         yield url
     finally:
@@ -40,29 +65,38 @@ def apply_migrations(url: str) -> None:
     say(f"migrations applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
+def check_listen(host: str, port: int) -> None:
+    """Say now, before starting anything, when uvicorn could not listen on host:port."""
+    if (error := bind_error(host, port)) is None:
+        return
+    if error.errno == errno.EADDRINUSE:
+        raise CannotRun(f"PORT {port} on {host} is already in use; stop what listens there or"
+                        " choose another PORT")  # fmt: skip
+    raise CannotRun(f"cannot listen on HOST {host} PORT {port}: {error.strerror or error}")
+
+
 def _exit_on_sigterm() -> None:
     """uvicorn re-raises SIGTERM after its graceful shutdown; make that an exit that runs
     our `finally` blocks (stopping the embedded database) instead of an abrupt death."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
-def serve() -> None:
+def serve(_: argparse.Namespace) -> None:
     import uvicorn
 
     from eventreg.protocol import SlowClientProtocol
 
+    settings = Settings.from_env(need_database=False)  # every setting, before anything starts
+    host, port, workers = settings.host, settings.port, settings.workers
+    check_listen(host, port)
     _exit_on_sigterm()
-
-    host = os.environ.get("HOST", "127.0.0.1")
-    port = int(os.environ.get("PORT", "8080"))
-    workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
-    with database() as url:
+    with database(settings.database_url) as url:
         apply_migrations(url)
         os.environ["DATABASE_URL"] = url  # the factory (and every worker) reads it
         say(f"serving on http://{host}:{port} with {workers} worker(s); Ctrl-C stops")
         uvicorn.run(
             "eventreg.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-            loop="uvloop", access_log=os.environ.get("ACCESS_LOG", "1") == "1",
+            loop="uvloop", access_log=settings.access_log,
             http=SlowClientProtocol,  # httptools, plus the deadlines and bounds it lacks
             timeout_graceful_shutdown=10,
             # We never read the client address, so skip the per-request middleware that
@@ -71,40 +105,93 @@ def serve() -> None:
         )  # fmt: skip
 
 
-def migrate_only() -> None:
-    with database() as url:
+def migrate_only(_: argparse.Namespace) -> None:
+    with database(config.read("DATABASE_URL")) as url:
         apply_migrations(url)
 
 
-def psql() -> None:
-    with database() as url:
+def psql(_: argparse.Namespace) -> None:
+    with database(config.read("DATABASE_URL")) as url:
         subprocess.run([str(bin_dir() / "psql"), url], check=False)
 
 
-def db_url() -> None:
+def db_url(_: argparse.Namespace) -> None:
+    config.read("DATABASE_URL")  # a bad one is a ConfigError, not a URL to print
     url = devdb.current_url()
     if url is None:
-        raise SystemExit("no database: DATABASE_URL is unset and the embedded one is not running")
+        raise CannotRun("no database: DATABASE_URL is unset and the embedded one is not running")
     print(url)
 
 
-def db_stop() -> None:
-    devdb.stop_embedded()
+def db_stop(args: argparse.Namespace) -> None:
+    if devdb.embedded().running_port() is None:
+        say(f"the embedded PostgreSQL in {devdb.data_dir()} is not running")
+        return
+    devdb.stop_for_operator(force=args.force)
+    say("embedded PostgreSQL stopped")
 
 
-COMMANDS: dict[str, Callable[[], None]] = {
-    "serve": serve,
-    "migrate": migrate_only,
-    "psql": psql,
-    "db-url": db_url,
-    "db-stop": db_stop,
-}
+@dataclass(frozen=True, slots=True)
+class Command:
+    run: Callable[[argparse.Namespace], None]
+    summary: str  # the line in the top-level help
+    details: str  # the description in its own --help
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="eventreg", description=__doc__)
-    parser.add_argument("command", choices=COMMANDS, nargs="?", default="serve")
-    COMMANDS[parser.parse_args().command]()
+COMMANDS: dict[str, Command] = {
+    "serve": Command(serve, "migrate, then serve the API (the default command)",
+                     "Check every setting and that the port is free, start the embedded "
+                     "PostgreSQL unless DATABASE_URL is set, apply pending migrations, then "
+                     "serve until Ctrl-C or SIGTERM (which also stops the embedded "
+                     "PostgreSQL, if this command started it)."),
+    "migrate": Command(migrate_only, "apply pending migrations, then exit",
+                       "Apply pending migrations to DATABASE_URL, or to the embedded "
+                       "PostgreSQL (started for this and stopped after, unless it was "
+                       "already running)."),
+    "psql": Command(psql, "open psql on the database the app uses",
+                    "Open psql on DATABASE_URL, or on the embedded PostgreSQL (started for "
+                    "the session if needed)."),
+    "db-url": Command(db_url, "print the URL of the database the app uses",
+                      "Print DATABASE_URL, or the running embedded PostgreSQL's URL; exit 1 "
+                      "when there is neither."),
+    "db-stop": Command(db_stop, "stop the embedded PostgreSQL (refused while in use)",
+                       "Stop the embedded PostgreSQL. While the eventreg process that started "
+                       "it (make run, say) is alive, this refuses with exit code 1, because "
+                       "that server would answer 503 until the database is back; --force "
+                       "stops it anyway. Its port stays the same, so a server left running "
+                       "recovers when the database starts again."),
+}  # fmt: skip
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="eventreg", description=__doc__, epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    top.set_defaults(run=serve)  # `python -m eventreg` alone serves
+    subparsers = top.add_subparsers(title="commands", metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        sub = subparsers.add_parser(
+            name, help=command.summary, description=textwrap.fill(command.details, 88),
+            epilog=config.help_text() if command.run is serve else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        sub.set_defaults(run=command.run)
+    stop = subparsers.choices["db-stop"]
+    stop.add_argument("--force", action="store_true", help="stop it even while in use")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except ConfigError as exc:
+        say(str(exc))
+        raise SystemExit(2) from None
+    except OBSTACLES as exc:
+        say(str(exc))
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -135,3 +135,17 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection[asyncpg.Reco
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture
+def embedded_data_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """EVENTREG_DATA_DIR for `make run`'s embedded server, in a folder of this test's own;
+    its server is stopped afterwards. Not under tmp_path: every pytest run that starts (any
+    worktree's) resets /tmp/pytest-of-<user> to mode 0700, and as root the server runs as
+    eventreg-pg, which then can no longer reach a data directory below it."""
+    root = Path(tempfile.mkdtemp(prefix="eventreg-data-"))
+    monkeypatch.setenv("EVENTREG_DATA_DIR", str(root))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    yield root
+    Cluster(root / "pg").stop("immediate")
+    shutil.rmtree(root, ignore_errors=True)

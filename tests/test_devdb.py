@@ -14,17 +14,10 @@ from eventreg import devdb, spawn
 from eventreg.pgcluster import Cluster
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("EVENTREG_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    return tmp_path
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_serve_starts_and_stops_the_embedded_database(
-    data_dir: Path, stop_signal: signal.Signals
+    embedded_data_dir: Path, stop_signal: signal.Signals
 ) -> None:
     server = spawn.start(timeout=60)  # `python -m eventreg serve`, as `make run` runs it
     try:
@@ -50,11 +43,11 @@ def test_serve_starts_and_stops_the_embedded_database(
 
 
 @pytest.mark.timeout(120)
-def test_a_server_orphaned_by_a_killed_owner_is_adopted(data_dir: Path) -> None:
+def test_a_server_orphaned_by_a_killed_owner_is_adopted(embedded_data_dir: Path) -> None:
     url, owned = devdb.start_embedded()
     assert owned
-    (data_dir / "pg.owner").write_text("999999999")  # an owner that no longer exists
+    (embedded_data_dir / "pg.owner").write_text("999999999")  # an owner that no longer exists
     again, owned_again = devdb.start_embedded()
     assert (again, owned_again) == (url, True)  # same server, and it is ours to stop now
     devdb.stop_embedded()
-    assert Cluster(data_dir / "pg").running_port() is None
+    assert Cluster(embedded_data_dir / "pg").running_port() is None

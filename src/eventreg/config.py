@@ -234,7 +234,7 @@ SPEC: tuple[Var, ...] = (
     Var("ACCESS_LOG", "access_log", FLAG, "`0` turns off uvicorn's per-request log line"),
     Var("DB_POOL_MAX", "pool_max_size", integer(1),
         "connections per worker. A hot event's lock serves a short queue better than a long "
-        "one, so the default keeps about 20 in all; keep workers x this below "
+        "one, so the default keeps about 20 in all; keep `WEB_CONCURRENCY` times this below "
         "`max_connections`",
         derive=lambda above: pool_max_for(above["workers"]),
         shown=f"{DB_CONNECTIONS} ÷ `WEB_CONCURRENCY`, at least 4"),
@@ -250,8 +250,8 @@ SPEC: tuple[Var, ...] = (
     Var("MAX_BODY_BYTES", "max_body_bytes", integer(1),
         "larger request bodies get 413 (also when chunked)"),
     Var("EVENTREG_AUTH", "auth_mode", one_of("open", "tokens"),
-        "`open`: no authentication; `tokens`: every request is checked (see Who may do "
-        "what, below). `open` with a non-loopback `HOST` is refused",
+        "`open`: no authentication; `tokens`: every request is checked, see [Who may do "
+        "what](#who-may-do-what-tokens-and-roles). `open` with a non-loopback `HOST` is refused",
         derive=lambda above: default_auth(above["host"]),
         shown="`open` on a loopback `HOST`, else `tokens`"),
     Var("AUTH_CACHE_SECONDS", "auth_cache_seconds", number(0),
@@ -309,7 +309,8 @@ def help_text() -> str:
     lines = ["settings (environment variables; an empty one counts as unset):"]
     for var in SPEC:
         lines.append(f"  {var.name:<26} default {var.default_text().replace('`', '')}")
-        about = f"{var.kind.rule}: {var.meaning.replace('`', '')}"
+        meaning = re.sub(r"\[([^]]+)\]\([^)]*\)", r"\1", var.meaning).replace("`", "")
+        about = f"{var.kind.rule}: {meaning}"
         lines += textwrap.wrap(about, 88, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return "\n".join(lines)
 

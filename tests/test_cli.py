@@ -4,6 +4,7 @@ embedded PostgreSQL keeps its port, and `db-stop` does not pull it from under a 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -55,6 +56,7 @@ def test_top_level_help_says_what_each_command_does() -> None:
     assert result.returncode == 0
     for name, command in {"serve": "serve the API", "migrate": "apply pending migrations",
                           "psql": "psql", "db-url": "print the URL",
+                          "admin": "create the first admin",
                           "db-stop": "stop the embedded PostgreSQL"}.items():  # fmt: skip
         assert any(line.split()[:1] == [name] and command in line
                    for line in result.stdout.splitlines()), (name, result.stdout)  # fmt: skip
@@ -64,7 +66,7 @@ def test_top_level_help_says_what_each_command_does() -> None:
 @pytest.mark.parametrize(
     ("command", "says"),
     [("serve", "PORT "), ("migrate", "Apply pending migrations"), ("psql", "Open psql"),
-     ("db-url", "Print DATABASE_URL"), ("db-stop", "--force")],
+     ("db-url", "Print DATABASE_URL"), ("admin", "admin create --name"), ("db-stop", "--force")],
 )  # fmt: skip
 def test_each_command_has_its_own_help(command: str, says: str) -> None:
     result = eventreg(command, "--help")
@@ -87,6 +89,9 @@ def test_each_command_has_its_own_help(command: str, says: str) -> None:
         ("DB_ACQUIRE_TIMEOUT_MS", "1.5", "an integer from 1 to 2147483647"),
         ("MAX_BODY_BYTES", "-1", "an integer of at least 1"),
         ("ACCESS_LOG", "yes", "0 or 1"),
+        ("EVENTREG_AUTH", "none", "open or tokens"),
+        ("AUTH_CACHE_SECONDS", "soon", "a number of at least 0"),
+        ("CORS_ORIGINS", "https://app.example.org/", config.ORIGINS.rule),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it_and_exit_2(
@@ -96,6 +101,11 @@ def test_a_bad_setting_is_one_line_naming_it_and_exit_2(
     env = {"DATABASE_URL": closed_url(), "PORT": str(free_port()), name: value}
     result = eventreg("serve", EVENTREG_DATA_DIR=str(tmp_path), **env)
     assert one_line(result, 2) == f"eventreg: {name} must be {allowed}, got {value!r}"
+
+
+def test_open_access_on_a_public_address_is_refused() -> None:
+    result = eventreg("serve", DATABASE_URL=closed_url(), HOST="0.0.0.0", EVENTREG_AUTH="open")
+    assert one_line(result, 2).startswith("eventreg: EVENTREG_AUTH=open is refused with HOST ")
 
 
 def test_a_database_url_that_is_not_postgresql_is_refused_without_its_password() -> None:
@@ -166,6 +176,25 @@ def test_a_refused_password_is_one_line_without_the_password(password_url: str) 
     assert "refused the password" in line
     assert 'password authentication failed for user "postgres"' in line
     assert "wrong-secret" not in line
+
+
+# -- admin create ---------------------------------------------------------------------------
+def test_admin_create_prints_the_first_admin_with_its_token(database_url: str) -> None:
+    args = ("admin", "create", "--name", "Ada Admin", "--email", "ada@example.org")
+    result = eventreg(*args, DATABASE_URL=database_url)
+    assert result.returncode == 0, result.stderr
+    admin = json.loads(result.stdout)
+    assert (admin["role"], admin["email"]) == ("admin", "ada@example.org")
+    assert admin["token"].startswith("evr_")
+    again = one_line(eventreg(*args, DATABASE_URL=database_url), 1, after=1)  # after "schema…"
+    assert again == "eventreg: admin create: a user with email 'ada@example.org' already exists"
+
+
+def test_admin_create_checks_the_email_before_anything_starts() -> None:
+    result = eventreg(
+        "admin", "create", "--name", "A", "--email", "nope", DATABASE_URL=closed_url()
+    )
+    assert one_line(result, 2) == "eventreg: admin create: email must look like name@example.org"
 
 
 # -- the port: exit 1 ----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import os
 import signal
@@ -30,6 +31,10 @@ Settings are environment variables: `python -m eventreg serve --help` lists them
 
 class CannotRun(Exception):
     """Something outside the settings is in the way; the message is one line."""
+
+
+class BadArgument(ValueError):
+    """A command-line value argparse cannot judge (an email's shape, say); one line."""
 
 
 # Each becomes one line on stderr and exit code 1, never a traceback.
@@ -93,7 +98,10 @@ def serve(_: argparse.Namespace) -> None:
     with database(settings.database_url) as url:
         apply_migrations(url)
         os.environ["DATABASE_URL"] = url  # the factory (and every worker) reads it
-        say(f"serving on http://{host}:{port} with {workers} worker(s); Ctrl-C stops")
+        say(
+            f"serving on http://{host}:{port} with {workers} worker(s),"
+            f" EVENTREG_AUTH={settings.auth_mode}; Ctrl-C stops"
+        )
         uvicorn.run(
             "eventreg.app:app_from_env", factory=True, host=host, port=port, workers=workers,
             loop="uvloop", access_log=settings.access_log,
@@ -121,6 +129,28 @@ def db_url(_: argparse.Namespace) -> None:
     if url is None:
         raise CannotRun("no database: DATABASE_URL is unset and the embedded one is not running")
     print(url)
+
+
+def admin_create(args: argparse.Namespace) -> None:
+    import msgspec
+
+    from eventreg.admin import create_admin
+    from eventreg.errors import ApiError
+    from eventreg.messages import readable
+    from eventreg.structs import NewUser
+
+    try:  # the checks a POST /users body gets
+        msgspec.convert({"name": args.name, "email": args.email, "role": "admin"}, NewUser)
+    except msgspec.ValidationError as exc:
+        raise BadArgument(f"admin create: {readable(str(exc))}") from None
+    with database(config.read("DATABASE_URL")) as url:
+        apply_migrations(url)
+        try:
+            user = asyncio.run(create_admin(url, args.name, args.email))
+        except ApiError as exc:  # the email is taken
+            raise CannotRun(f"admin create: {exc.detail}") from None
+    print(msgspec.json.encode(user).decode())
+    say("admin created; its token (above) is shown this once")
 
 
 def db_stop(args: argparse.Namespace) -> None:
@@ -154,6 +184,11 @@ COMMANDS: dict[str, Command] = {
     "db-url": Command(db_url, "print the URL of the database the app uses",
                       "Print DATABASE_URL, or the running embedded PostgreSQL's URL; exit 1 "
                       "when there is neither."),
+    "admin": Command(admin_create, "create the first admin user and print its token",
+                     "admin create --name NAME --email EMAIL: create an admin user on "
+                     "DATABASE_URL or the embedded PostgreSQL (migrating it first) and print "
+                     "it as JSON with its first token, shown this once. Only an admin can "
+                     "make another admin through the API, so the first one comes from here."),
     "db-stop": Command(db_stop, "stop the embedded PostgreSQL (refused while in use)",
                        "Stop the embedded PostgreSQL. While the eventreg process that started "
                        "it (make run, say) is alive, this refuses with exit code 1, because "
@@ -179,6 +214,10 @@ def parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=command.run)
     stop = subparsers.choices["db-stop"]
     stop.add_argument("--force", action="store_true", help="stop it even while in use")
+    actions = subparsers.choices["admin"].add_subparsers(metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="create an admin user and print its token")
+    create.add_argument("--name", required=True, help="the admin's name")
+    create.add_argument("--email", required=True, help="the admin's email, unique among users")
     return top
 
 
@@ -186,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
         args.run(args)
-    except ConfigError as exc:
+    except (ConfigError, BadArgument) as exc:
         say(str(exc))
         raise SystemExit(2) from None
     except OBSTACLES as exc:

@@ -18,7 +18,7 @@ import httpx
 import psycopg
 import pytest
 
-from eventreg import config, devdb, spawn
+from eventreg import config, devdb, migrate, spawn
 from eventreg.pgcluster import Cluster, free_port
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -136,6 +136,25 @@ def test_a_missing_database_is_one_line(admin_url: str) -> None:
     url = f"{admin_url.rsplit('/', 1)[0]}/{name}"
     line = one_line(eventreg("migrate", DATABASE_URL=url), 1)
     assert line.startswith(f'eventreg: DATABASE_URL: database "{name}" does not exist on ')
+
+
+def test_a_server_that_never_answers_is_one_line_after_the_timeout() -> None:
+    """A local port that accepts TCP but never speaks PostgreSQL, in-process with a short
+    timeout (the command waits CONNECT_TIMEOUT, 10 s)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        server = f"127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(migrate.DatabaseUnavailable) as caught:
+            migrate.check_connection(f"postgresql://postgres@{server}/x", timeout=0.3)
+    assert str(caught.value) == f"DATABASE_URL: no answer from {server} within 0.3 s"
+
+
+def test_any_other_driver_error_is_its_first_line() -> None:
+    with pytest.raises(migrate.DatabaseUnavailable) as caught:
+        migrate.check_connection(f"{closed_url()}?sslmode=sometimes")
+    assert str(caught.value).startswith("DATABASE_URL: cannot connect to 127.0.0.1:")
+    assert "sslmode" in str(caught.value)
 
 
 @pytest.fixture

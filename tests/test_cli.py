@@ -92,6 +92,8 @@ def test_each_command_has_its_own_help(command: str, says: str) -> None:
         ("EVENTREG_AUTH", "none", "open or tokens"),
         ("AUTH_CACHE_SECONDS", "soon", "a number of at least 0"),
         ("CORS_ORIGINS", "https://app.example.org/", config.ORIGINS.rule),
+        ("HEADER_TIMEOUT", "0", "a number above 0"),
+        ("MAX_HEADER_BYTES", "100", "an integer of at least 1024"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it_and_exit_2(

@@ -66,7 +66,7 @@ def app_state(pool: asyncpg.Pool[asyncpg.Record], settings: Settings) -> AppStat
         "tokens": TokenCache(settings.auth_cache_seconds),
         "signups": RateLimit(settings.rate_signup_per_minute),
         "attempts": RateLimit(settings.rate_register_per_minute),
-        "groups": Groups(settings.group_max),
+        "groups": Groups(settings.group_max, stall=settings.lock_timeout_ms / 1000 or 1.0),
     }
 
 

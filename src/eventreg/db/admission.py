@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from eventreg import sql
+from eventreg import sql, testhooks
 from eventreg.db import Conn, rows
 from eventreg.db.idempotency import Answer
 from eventreg.errors import (
@@ -68,6 +68,8 @@ async def admit(
         await _hold_keys(conn, members, out)
         live = {r["id"] for r in await conn.fetch(Q["share_lock_users"], _users(members, out))}
         event = await conn.fetchrow(Q["lock_event_for_group"], event_id, timeout=lock_wait)
+        if (hooks := testhooks.ARMED.get()) is not None:  # only with EVENTREG_TEST_HOOKS=1
+            await testhooks.after_lock(hooks)
         if event is None:
             return [o or EventNotFound(f"event {event_id} does not exist", field="event_id")
                     for o in out]  # fmt: skip

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.factories import cancel, make_event, make_user
+from tests.reliability.queue import queue_violations
 
 Db: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
 API = "/api/v1"
@@ -294,3 +295,16 @@ async def test_a_window_opening_under_a_rush_accepts_nothing_early(
     )
     assert earliest >= opens
     assert await counters(db, event) == (0, 0)
+
+
+async def test_the_queue_checker_sees_a_broken_queue(client: httpx.AsyncClient, db: Db) -> None:
+    """The I9/I10 checker of the reliability series catches what it is there for."""
+    event, _, waiting = await full_event(client, seats=1, queued=3)
+    assert await queue_violations(db, [event]) == []
+    await db.execute(  # the last in the queue promoted over the first two, uncounted
+        "UPDATE registrations SET status = 'active', promoted_at = now(), promoted_from = 3"
+        " WHERE user_id = $1",
+        waiting[2],
+    )
+    found = await queue_violations(db, [event])
+    assert {v.split(":")[0] for v in found} == {"I9", "I10"}

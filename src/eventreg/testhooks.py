@@ -7,6 +7,8 @@ otherwise the context variable stays None and each hook point costs one `Context
   FOR UPDATE, so tests can hold the lock, kill things mid-transaction, or exhaust the pool.
 - `X-Test-Terminate-Before-Release`: after COMMIT, terminate the backend from another session
   before the connection goes back to the pool, so the pool's reset fails (pitfall P1).
+- `X-Test-Separate-Key-Transaction`: store an Idempotency-Key in a transaction of its own,
+  after the change has committed (the canary of the idempotency crash test).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
     from eventreg.db import Conn
 
 Q = sql.load("testhooks")
+# With an Idempotency-Key: commit the change, then write the key in a second transaction
+# 0.2 s later (the crash test's canary; see eventreg.routes.idempotent).
+SEPARATE_KEY_HEADER = "x-test-separate-key-transaction"
 
 
 @dataclass(frozen=True, slots=True)

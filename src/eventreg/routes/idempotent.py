@@ -9,6 +9,7 @@ three transactions, a crash at any point leaves either the write and its key, or
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from typing import Any
@@ -17,6 +18,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from eventreg import testhooks
 from eventreg.auth import caller_of
 from eventreg.db import AppState, Conn, connection, idempotency, tokens
 from eventreg.db.admission import Key
@@ -53,6 +55,8 @@ async def identify(request: Request[AppState], key: str) -> Key:
 async def run(request: Request[AppState], endpoint: Endpoint, key: str) -> Response:
     state = request.state
     k = await identify(request, key)
+    if state["settings"].test_hooks and request.headers.get(testhooks.SEPARATE_KEY_HEADER):
+        return await _run_pretix_shape(request, endpoint, k)
     lock_wait = state["settings"].lock_timeout_ms / 1000 or None
     async with connection(state) as conn, conn.transaction():
         stored = await idempotency.claim(conn, k.scope, k.key, k.fingerprint, lock_wait)
@@ -114,3 +118,21 @@ async def _with_new_secret(
         ), f"{location.rsplit('/', 1)[0]}/{new.id}" if location else None
     parsed["token"] = new.token
     return msgspec.json.encode(parsed), location
+
+
+async def _run_pretix_shape(request: Request[AppState], endpoint: Endpoint, k: Key) -> Response:
+    """TEST ONLY (EVENTREG_TEST_HOOKS=1 and the header): the shape this module exists to
+    avoid, for the crash test's canary. The change commits on its own, and the key is
+    written in a second transaction a moment later; a crash in between leaves a change
+    that the key does not know of, so a retry runs it again."""
+    state = request.state
+    async with connection(state) as conn:
+        stored = await idempotency.claim(conn, k.scope, k.key, k.fingerprint, None)
+    if stored is not None:
+        return replayed(stored)
+    response = await endpoint(request)
+    await asyncio.sleep(0.2)  # the window between the two transactions, made wide
+    async with connection(state) as conn, conn.transaction():
+        ttl = state["settings"].idempotency_ttl_hours * 3600
+        await idempotency.store(conn, k.scope, k.key, k.fingerprint, _answer(response), ttl)
+    return response

@@ -17,6 +17,13 @@ SELECT 'Bench user ' || g, 'bench-' || $1::text || '-' || g || '@bench.example'
   FROM generate_series(1, $2::int) AS g
 RETURNING id;
 
+-- name: insert_tokens
+-- One token per user: user $1[i] gets the secret whose SHA-256 is $2[i] and whose readable
+-- prefix is $3[i] (the secrets are made in Python, as eventreg.db.tokens makes them).
+INSERT INTO api_tokens (user_id, secret_hash, prefix, name)
+SELECT user_id, secret_hash, prefix, 'bench'
+  FROM unnest($1::bigint[], $2::bytea[], $3::text[]) AS t (user_id, secret_hash, prefix);
+
 -- name: insert_events
 -- $3 events titled $1 <n>, each with capacity $2, all organized by $4.
 INSERT INTO events (title, capacity, available_seats, organizer_id)
@@ -37,4 +44,4 @@ SELECT count(*) FROM event_occupancy WHERE NOT consistent;
 
 -- name: analyze
 -- Fresh tables: give the planner real statistics before anything is measured.
-ANALYZE users, events, registrations;
+ANALYZE users, api_tokens, events, registrations;

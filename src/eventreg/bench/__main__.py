@@ -10,6 +10,8 @@ Everything stays on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
 import math
 import sys
@@ -20,11 +22,21 @@ from pathlib import Path
 import msgspec
 import uvloop
 
+from eventreg import spawn
 from eventreg.bench import run
+from eventreg.bench.client import NONE, bearer
 from eventreg.bench.run import Plan, Result, Row, say
 from eventreg.config import default_pool_max
 
-SCENARIOS = ("hot", "spread", "rush", "read_one", "read_list")
+WRITES: tuple[str, ...] = ("hot", "hot_tokens", "spread", "rush")
+READS: tuple[str, ...] = ("read_one", "read_one_tokens", "read_list", "read_list_gzip")
+SCENARIOS = WRITES + READS
+GZIP = {"Accept-Encoding": "gzip"}
+# What authentication (EVENTREG_AUTH=tokens) may cost, in % of the scenario's throughput
+# with it off (issue 8).
+AUTH_BUDGET_PCT = {"read_one": 10, "hot": 5}
+# Scenarios measured beside another (A B B A, see run.compare): the one they are read against.
+BESIDE = {"hot_tokens": "hot", "read_one_tokens": "read_one", "read_list_gzip": "read_list"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -78,6 +90,7 @@ async def bench(plan: Plan) -> Result:
     finally:
         cluster.stop()
     rows_by = {r.scenario: r for r in rows}
+    relate(rows_by)
     best = {k: r.ceiling_rps for k, r in rows_by.items() if r.ceiling_rps is not None}
     machine = {**load_before, "loadavg_end": run.machine()["loadavg"], "others_cpu_pct": others}
     if "rush" in rows_by:
@@ -87,40 +100,93 @@ async def bench(plan: Plan) -> Result:
 
 
 async def http_scenarios(url: str, plan: Plan, seed: run.Seed) -> list[Row]:
-    """Each of hot and spread right after its own database ceiling, so that both see the
-    same background load on a shared machine."""
     rows: list[Row] = []
-    writes = [s for s in plan.scenarios if s in ("hot", "spread", "rush")]
-    reads = [s for s in plan.scenarios if s in ("read_one", "read_list")]
-    if writes:
-        with run.server(url, plan.workers, plan.pool_max) as srv:
-            say(f"server up: {srv.url}, pid {srv.pid}, {plan.workers} worker(s)")
-            host = srv.url.removeprefix("http://")
-            for name in writes:
-                if name == "rush":
-                    rows.append(await run.rush(srv, url, plan, seed))
-                    continue
-                rows += (ceilings := await run.measure_ceiling(url, seed, plan, name))
-                best = max(c.rps for c in ceilings)
-                capacity = run.HOT_CAPACITY if name == "hot" else run.SPREAD_CAPACITY
-                count = 1 if name == "hot" else run.SPREAD_EVENTS
-                events = await seed.events(url, name, count, capacity)
-                pairs = run.spread_pairs(events, seed.users)
-                r = await run.write_scenario(name, srv, plan, run.registration(host, pairs), seed)
-                r.ceiling_rps, r.ceiling_pct = best, round(100 * r.rps / best, 1)
-                rows.append(r)
-                say(f"{name}: {r.rps:.0f}/s ({r.ceiling_pct}% of the database ceiling)")
-    if reads:
-        with run.server(url, plan.read_workers, plan.pool_max) as srv:
-            say(f"server up: {srv.url}, pid {srv.pid}, {plan.read_workers} worker(s)")
-            (event,) = await seed.events(url, "read", 1, 100)
-            await seed.events(url, "list", run.LIST_EVENTS, 100)
-            await run.analyze(url)  # thousands of events now; the seed's statistics say none
-            paths = {"read_one": f"/api/v1/events/{event}", "read_list": "/api/v1/events?limit=100"}
-            for name in reads:
-                r = await run.read_scenario(name, srv, plan, paths[name], plan.read_workers)
-                rows.append(r)
-                say(f"{name}: {r.rps:.0f}/s")
+    if any(name in WRITES for name in plan.scenarios):
+        rows += await write_scenarios(url, plan, seed)
+    if any(name in READS for name in plan.scenarios):
+        rows += await read_scenarios(url, plan, seed)
+    return rows
+
+
+async def write_scenarios(url: str, plan: Plan, seed: run.Seed) -> list[Row]:
+    """hot and hot_tokens (paired) right after the hot ceiling, spread right after its
+    own, so that each sees the same background load on a shared machine as its ceiling."""
+    rows: list[Row] = []
+    chosen = [name for name in WRITES if name in plan.scenarios]
+    with contextlib.ExitStack() as stack:
+        auths = sorted({"tokens" if name.endswith("_tokens") else "open" for name in chosen})
+        servers = {
+            auth: stack.enter_context(run.server(url, plan.workers, plan.pool_max, auth))
+            for auth in auths
+        }
+        for auth, srv in servers.items():
+            say(f"server up ({auth}): {srv.url}, pid {srv.pid}, {plan.workers} worker(s)")
+        groups: tuple[tuple[str, ...], ...] = (("hot", "hot_tokens"), ("spread",), ("rush",))
+        for group in groups:
+            names = [name for name in group if name in chosen]
+            if names == ["rush"]:
+                rows.append(await run.rush(servers["open"], url, plan, seed))
+            elif names:
+                rows += await registration_group(url, plan, seed, servers, names)
+    return rows
+
+
+async def registration_group(
+    url: str, plan: Plan, seed: run.Seed, servers: dict[str, spawn.Server], names: list[str]
+) -> list[Row]:
+    """The database ceiling for one kind (hot or spread), then its HTTP scenario(s)."""
+    kind = names[0].removesuffix("_tokens")
+    rows = ceilings = await run.measure_ceiling(url, seed, plan, kind)
+    best = max(c.rps for c in ceilings)
+    count, capacity = (1, run.HOT_CAPACITY) if kind == "hot" else (run.SPREAD_EVENTS,
+                                                                  run.SPREAD_CAPACITY)  # fmt: skip
+    sides = []
+    for name in names:
+        auth = name.endswith("_tokens")
+        events = await seed.events(url, name, count, capacity)
+        srv = servers["tokens" if auth else "open"]
+        sides.append(run.registrations_side(name, srv, plan.workers, events, seed, auth=auth))
+    measured = await run.compare(sides, plan)
+    for r in measured:
+        r.ceiling_rps, r.ceiling_pct = best, round(100 * r.rps / best, 1)
+        say(f"{r.scenario}: {r.rps:.0f}/s ({r.ceiling_pct}% of the database ceiling)")
+    return rows + measured
+
+
+async def read_scenarios(url: str, plan: Plan, seed: run.Seed) -> list[Row]:
+    """read_one beside read_one_tokens (the same GET on a server with tokens on, sending a
+    valid token: the token cache's path), and read_list beside read_list_gzip."""
+    rows: list[Row] = []
+    chosen = [name for name in READS if name in plan.scenarios]
+    workers = plan.read_workers
+    with contextlib.ExitStack() as stack:
+        srv = stack.enter_context(run.server(url, workers, plan.pool_max))
+        say(f"server up (open): {srv.url}, pid {srv.pid}, {workers} worker(s)")
+        tsrv = srv
+        if "read_one_tokens" in chosen:
+            tsrv = stack.enter_context(run.server(url, workers, plan.pool_max, "tokens"))
+            say(f"server up (tokens): {tsrv.url}, pid {tsrv.pid}, {workers} worker(s)")
+        (event,) = await seed.events(url, "read", 1, 100)
+        await seed.events(url, "list", run.LIST_EVENTS, 100)
+        await run.analyze(url)  # thousands of events now; the seed's statistics say none
+        one, page = f"/api/v1/events/{event}", "/api/v1/events?limit=100"
+        # One token per client connection, as if each client were a signed-in user.
+        users = [bearer(seed.token_of[u]) for u in seed.users[: plan.clients]]
+        sides = {
+            "read_one": run.read_side("read_one", srv, workers, one, [NONE]),
+            "read_one_tokens": run.read_side("read_one_tokens", tsrv, workers, one, users),
+            "read_list": run.read_side("read_list", srv, workers, page, [NONE]),
+            "read_list_gzip": run.read_side("read_list_gzip", srv, workers, page, [GZIP]),
+        }
+        for group in (("read_one", "read_one_tokens"), ("read_list", "read_list_gzip")):
+            if names := [name for name in group if name in chosen]:
+                measured = await run.compare([sides[name] for name in names], plan)
+                for r in measured:
+                    if r.scenario.startswith("read_list"):
+                        sent = GZIP if "gzip" in r.scenario else NONE
+                        r.extra = await asyncio.to_thread(run.body_size, srv, page, sent)
+                    say(f"{r.scenario}: {r.rps:.0f}/s")
+                rows += measured
     return rows
 
 
@@ -132,8 +198,21 @@ def rush_correct(r: Row) -> bool:
     )  # fmt: skip
 
 
+def relate(rows: dict[str, Row]) -> None:
+    """Each paired scenario's throughput as a share of its partner's (extra.vs_pct)."""
+    for name, base in BESIDE.items():
+        if name in rows and base in rows:
+            pct = round(100 * rows[name].rps / max(rows[base].rps, 1e-9), 1)
+            rows[name].extra = {**rows[name].extra, "vs": base, "vs_pct": pct}
+
+
 def targets_of(rows: dict[str, Row]) -> dict[str, bool]:
     targets: dict[str, bool] = {}
+    for base, budget in AUTH_BUDGET_PCT.items():
+        paired = rows.get(f"{base}_tokens")
+        if paired is not None and "vs_pct" in paired.extra:
+            name = f"{base}_tokens >= {100 - budget}% of {base} (authentication costs <= {budget}%)"
+            targets[name] = paired.extra["vs_pct"] >= 100 - budget
     if "hot" in rows:
         targets["hot >= 70% of the database ceiling"] = (rows["hot"].ceiling_pct or 0) >= 70
     if "spread" in rows:
@@ -172,6 +251,8 @@ def table(result: Result) -> str:
            strict=True))) for line in lines]  # fmt: skip
     out.insert(1, "  ".join("-" * w for w in widths))
     out += [rush_line(r) for r in result.rows if r.scenario == "rush"]
+    by_name = {r.scenario: r for r in result.rows}
+    out += [beside_line(r, by_name[r.extra["vs"]]) for r in result.rows if "vs" in r.extra]
     p = result.plan
     out.append(f"server: {p['workers']} worker(s) x {pool_of(p['workers'], p['pool_max'])} "
                f"pooled connections for writes, {p['read_workers']} x "
@@ -188,6 +269,21 @@ def table(result: Result) -> str:
 def pool_of(workers: int, pool_max: int | None) -> int:
     """DB_POOL_MAX as each server worker computes it."""
     return pool_max or default_pool_max({"WEB_CONCURRENCY": str(workers)})
+
+
+def beside_line(r: Row, base: Row) -> str:
+    """One paired scenario against its partner: throughput share, median latency, and for
+    gzip what it saves on the wire."""
+    line = (
+        f"{r.scenario}: {fmt(r.rps, 0)}/s = {r.extra['vs_pct']}% of {base.scenario} "
+        f"({fmt(base.rps, 0)}/s); p50 {fmt(r.p50_ms, 2)} ms vs {fmt(base.p50_ms, 2)} ms"
+    )
+    if "body_bytes" in r.extra and "body_bytes" in base.extra:
+        line += (
+            f"; body {base.extra['body_bytes']:,} bytes ({base.extra['content_encoding']}) -> "
+            f"{r.extra['body_bytes']:,} ({r.extra['content_encoding']})"
+        )
+    return line
 
 
 def rush_line(r: Row) -> str:

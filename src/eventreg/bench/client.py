@@ -10,17 +10,28 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import httptools
 
+NONE: Mapping[str, str] = MappingProxyType({})
 
-def request_bytes(method: str, path: str, host: str, body: bytes = b"") -> bytes:
+
+def request_bytes(
+    method: str, path: str, host: str, body: bytes = b"", headers: Mapping[str, str] = NONE
+) -> bytes:
+    """One whole HTTP/1.1 request; `headers` adds to Host and the body's two."""
     head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
     if body or method in ("POST", "PUT", "PATCH", "DELETE"):
         head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     return head.encode() + b"\r\n" + body
+
+
+def bearer(token: str) -> Mapping[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 class Connection(asyncio.Protocol):
@@ -88,6 +99,13 @@ class Tally:
 
     def count(self, *ok: int) -> int:
         return sum(self.statuses[s] for s in ok)
+
+    def add(self, other: Tally) -> None:
+        """Fold in another measured phase of the same scenario."""
+        self.latencies += other.latencies
+        self.statuses.update(other.statuses)
+        self.transport_errors += other.transport_errors
+        self.seconds += other.seconds
 
 
 async def closed_loop(

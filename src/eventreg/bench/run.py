@@ -6,10 +6,12 @@ import asyncio
 import os
 import platform
 import resource
+import secrets
 import subprocess
 import time
+import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +23,15 @@ import msgspec
 from eventreg import migrate, spawn, sql
 from eventreg.bench import ceiling
 from eventreg.bench.client import (
+    NONE,
     Tally,
+    bearer,
     closed_loop,
     connect_many,
     percentile,
     request_bytes,
 )
+from eventreg.db import tokens
 from eventreg.pgcluster import Cluster
 
 Q = sql.load("bench")
@@ -47,7 +52,10 @@ class Plan:
     read_workers: int = 1  # WEB_CONCURRENCY for read_one / read_list
     users: int = 60_000  # distinct users per registration phase (bounds its count)
     pool_max: int | None = None  # DB_POOL_MAX for the server; None: the server's default
-    scenarios: tuple[str, ...] = ("hot", "spread", "rush", "read_one", "read_list")
+    scenarios: tuple[str, ...] = (
+        "hot", "hot_tokens", "spread", "rush",
+        "read_one", "read_one_tokens", "read_list", "read_list_gzip",
+    )  # fmt: skip
 
     @staticmethod
     def quick() -> Plan:
@@ -122,6 +130,7 @@ class Seed:
     organizer: int
     users: list[int]
     run: str
+    token_of: dict[int, str]  # user id -> the secret of its one token
 
     async def events(self, url: str, label: str, count: int, capacity: int) -> list[int]:
         conn = await asyncpg.connect(url)
@@ -142,15 +151,27 @@ async def analyze(url: str) -> None:
 
 
 async def seed(url: str, users: int) -> Seed:
+    """The organizer and `users` attendees, each attendee with a token of its own."""
     run = uuid.uuid4().hex[:8]
     conn = await asyncpg.connect(url)
     try:
         organizer = await conn.fetchval(Q["insert_organizer"], f"organizer-{run}@bench.example")
         ids = [r["id"] for r in await conn.fetch(Q["insert_attendees"], run, users)]
+        token_of = {user: new_secret() for user in ids}
+        shown = len(tokens.PREFIX) + tokens.SHOWN
+        await conn.execute(
+            Q["insert_tokens"], ids, [tokens.digest(token_of[u]) for u in ids],
+            [token_of[u][:shown] for u in ids],
+        )  # fmt: skip
         await conn.execute(Q["analyze"])
     finally:
         await conn.close()
-    return Seed(organizer, ids, run)
+    return Seed(organizer, ids, run, token_of)
+
+
+def new_secret() -> str:
+    """A secret in the API's own format (eventreg.db.tokens.issue): same length, same hash."""
+    return tokens.PREFIX + secrets.token_urlsafe(32)
 
 
 async def occupancy(url: str, events: list[int]) -> list[asyncpg.Record]:
@@ -274,9 +295,22 @@ async def rss_peak(pid: int) -> AsyncIterator[list[int]]:
         peak[0] = max(peak[0], tree_rss_bytes(pid))
 
 
+# The server's authentication, set either way (not inherited from the caller's shell). With
+# tokens on, the rate limits are off: the benchmark measures throughput, not the limiter
+# (whose own cost, a dict lookup per registration, is then left out of hot_tokens).
+AUTH_ENV: Mapping[str, Mapping[str, str]] = {
+    "open": {"EVENTREG_AUTH": "open"},
+    "tokens": {
+        "EVENTREG_AUTH": "tokens", "RATE_SIGNUP_PER_MINUTE": "0", "RATE_REGISTER_PER_MINUTE": "0",
+    },
+}  # fmt: skip
+
+
 @contextmanager
-def server(url: str, workers: int, pool_max: int | None) -> Iterator[spawn.Server]:
-    env = {} if pool_max is None else {"DB_POOL_MAX": str(pool_max)}
+def server(
+    url: str, workers: int, pool_max: int | None, auth: str = "open"
+) -> Iterator[spawn.Server]:
+    env = {**AUTH_ENV[auth], **({} if pool_max is None else {"DB_POOL_MAX": str(pool_max)})}
     srv = spawn.start(workers=workers, database_url=url, env=env)
     try:
         yield srv
@@ -290,11 +324,17 @@ def host_port(srv: spawn.Server) -> tuple[str, int]:
 
 
 # -- scenarios -----------------------------------------------------------------------------
-def registration(host: str, pairs: Callable[[int], tuple[int, int]]) -> Callable[[int], bytes]:
+def registration(
+    host: str, pairs: Callable[[int], tuple[int, int]], token_of: Mapping[int, str] | None = None
+) -> Callable[[int], bytes]:
+    """Request i registers user for event, `(event, user) = pairs(i)`; with `token_of`, as
+    that user, with the user's own token."""
+
     def make(i: int) -> bytes:
         event_id, user_id = pairs(i)
         body = b'{"user_id":%d,"event_id":%d}' % (user_id, event_id)
-        return request_bytes("POST", "/api/v1/registrations", host, body)
+        auth = bearer(token_of[user_id]) if token_of is not None else NONE
+        return request_bytes("POST", "/api/v1/registrations", host, body, auth)
 
     return make
 
@@ -323,27 +363,80 @@ async def measure_ceiling(url: str, seed: Seed, plan: Plan, kind: str) -> list[R
     return rows
 
 
-async def write_scenario(
-    name: str, srv: spawn.Server, plan: Plan, make: Callable[[int], bytes], seed: Seed
-) -> Row:
-    host, port = host_port(srv)
-    async with rss_peak(srv.pid) as peak:
-        tally = await closed_loop(host, port, plan.clients, make, limit=len(seed.users),
-                                  warmup=plan.warmup, duration=plan.duration)  # fmt: skip
-    r = row(name, plan.workers, plan.clients, tally, REGISTRATION_STATUSES)
-    r.peak_rss_mb = round(peak[0] / 2**20, 1)
-    return r
+Requests = Callable[[int], bytes]  # request number -> the request's bytes
 
 
-async def read_scenario(name: str, srv: spawn.Server, plan: Plan, path: str, workers: int) -> Row:
-    host, port = host_port(srv)
-    raw = request_bytes("GET", path, f"{host}:{port}")
-    async with rss_peak(srv.pid) as peak:
-        tally = await closed_loop(host, port, plan.clients, lambda _: raw, limit=READ_LIMIT,
-                                  warmup=plan.warmup, duration=plan.duration)  # fmt: skip
-    r = row(name, workers, plan.clients, tally, (200,))
-    r.peak_rss_mb = round(peak[0] / 2**20, 1)
-    return r
+@dataclass(frozen=True, slots=True)
+class Side:
+    """A scenario as `compare` runs it: its server, and the requests of each of its runs."""
+
+    name: str
+    server: spawn.Server
+    workers: int
+    ok: tuple[int, ...]  # statuses that are not errors
+    # (part, parts) -> the requests of that run and how many there may be: a registration
+    # scenario gives each run its own part of the users, so no user comes back.
+    requests: Callable[[int, int], tuple[Requests, int]]
+
+
+async def compare(sides: list[Side], plan: Plan) -> list[Row]:
+    """One scenario for the plan's duration, or two in the order A B B A for half of it
+    each: on a shared machine a neighbour whose load drifts during the pair weighs on both
+    alike, and a ratio between them is what these pairs are for."""
+    order = [sides[0]] if len(sides) == 1 else [sides[0], sides[1], sides[1], sides[0]]
+    duration = plan.duration * len(sides) / len(order)
+    tallies = {side.name: Tally() for side in sides}
+    peaks = dict.fromkeys(tallies, 0)
+    for part, side in enumerate(order):
+        host, port = host_port(side.server)
+        make, limit = side.requests(part, len(order))
+        async with rss_peak(side.server.pid) as peak:
+            tally = await closed_loop(host, port, plan.clients, make, limit=limit,
+                                      warmup=plan.warmup, duration=duration)  # fmt: skip
+        tallies[side.name].add(tally)
+        peaks[side.name] = max(peaks[side.name], peak[0])
+    rows = []
+    for side in sides:
+        r = row(side.name, side.workers, plan.clients, tallies[side.name], side.ok)
+        r.peak_rss_mb = round(peaks[side.name] / 2**20, 1)
+        rows.append(r)
+    return rows
+
+
+def registrations_side(
+    name: str, srv: spawn.Server, workers: int, events: list[int], seed: Seed, *, auth: bool
+) -> Side:
+    """Distinct users register round-robin over `events` (one event: the hot case)."""
+    host = srv.url.removeprefix("http://")
+
+    def requests(part: int, parts: int) -> tuple[Requests, int]:
+        users = seed.users[len(seed.users) * part // parts : len(seed.users) * (part + 1) // parts]
+        pairs = spread_pairs(events, users)
+        return registration(host, pairs, seed.token_of if auth else None), len(users)
+
+    return Side(name, srv, workers, REGISTRATION_STATUSES, requests)
+
+
+def read_side(
+    name: str, srv: spawn.Server, workers: int, path: str, headers: list[Mapping[str, str]]
+) -> Side:
+    """GET `path` over and over; request i sends headers[i % len(headers)]."""
+    host = srv.url.removeprefix("http://")
+    raws = [request_bytes("GET", path, host, headers=h) for h in headers]
+
+    def requests(_: int, __: int) -> tuple[Requests, int]:
+        return (lambda i: raws[i % len(raws)]), READ_LIMIT
+
+    return Side(name, srv, workers, (200,), requests)
+
+
+def body_size(srv: spawn.Server, path: str, headers: Mapping[str, str]) -> dict[str, Any]:
+    """What one answer weighs on the wire, and how it was encoded."""
+    request = urllib.request.Request(srv.url + path, headers=dict(headers))
+    with urllib.request.urlopen(request, timeout=10) as response:  # no decompression here
+        body = response.read()
+        encoding = response.headers.get("Content-Encoding") or "identity"
+    return {"body_bytes": len(body), "content_encoding": encoding}
 
 
 async def rush(srv: spawn.Server, url: str, plan: Plan, seed: Seed) -> Row:

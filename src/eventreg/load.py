@@ -3,30 +3,54 @@
 It creates its own organizer, event and users through the API, releases every registration
 at once, reads the event back through the API and checks that exactly the right number won,
 that the seat counter agrees with the registrations, and that nothing answered 5xx. With no
-server at --url it starts one (embedded database) for the run and stops it afterwards.
+server at --url it starts one (embedded database, EVENTREG_AUTH=tokens unless --auth open)
+for the run and stops it afterwards.
+
+With tokens on, each user signs up through the API and registers (or cancels) with the
+token its sign-up answer carried. The organizer, the event and the read-back of the
+registrations need an admin token: --admin-token (or $EVENTREG_ADMIN_TOKEN), or else one
+made for the run in the database (`eventreg.admin.create_admin`) and deleted after it. The
+database is the started server's own; for a server that was already running it is the one
+`make run` uses ($DATABASE_URL or the embedded one), so pass a token for any other server.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import asyncpg
 import httpx
 import msgspec
 
-from eventreg import spawn
+from eventreg import devdb, spawn
+from eventreg.admin import create_admin
 
 Mode = Literal["race", "duplicate", "cancel-storm"]
 Clients = Sequence[httpx.AsyncClient]
+Headers = Mapping[str, str]
 API = "/api/v1"
+ADMIN_TOKEN_ENV = "EVENTREG_ADMIN_TOKEN"
+# The server this script starts when none answers. Both rate limits are off there: this is
+# a test of the seat accounting under a race, and 50 sign-ups from one address would meet
+# the sign-up limit (20 a minute) long before the race. A server that was already running
+# keeps its limits; past its sign-up limit the admin creates the remaining users (admins
+# are exempt), and a registration refused by its limiter fails the verdict with a hint.
+SERVER_ENV: dict[str, dict[str, str]] = {
+    "tokens": {
+        "EVENTREG_AUTH": "tokens", "RATE_SIGNUP_PER_MINUTE": "0", "RATE_REGISTER_PER_MINUTE": "0",
+    },
+    "open": {"EVENTREG_AUTH": "open"},
+}  # fmt: skip
 CLIENT_CONNECTIONS = 50
 EXPECTED_FAILURE: dict[Mode, str] = {
     "race": "event_full",
@@ -71,10 +95,32 @@ class Report(msgspec.Struct, frozen=True):
     rounds: list[Round]
     passed: bool
     seconds: float
+    tokens: bool = False  # each user signed up and sent its own token (EVENTREG_AUTH=tokens)
+
+
+NEEDS_ADMIN = f"; with tokens on, pass an admin's token (--admin-token or ${ADMIN_TOKEN_ENV})"
 
 
 class LoadError(Exception):
     """The API refused the setup (creating users or the event): not a verdict, a failure."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    auth: Headers  # Authorization with the user's own token; empty with tokens off
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request of a round: its body and whose token it carries."""
+
+    body: dict[str, int]
+    auth: Headers
+
+
+def bearer(token: str | None) -> Headers:
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 # -- progress ------------------------------------------------------------------------------
@@ -109,19 +155,36 @@ class Progress:
 
 
 # -- the API calls ---------------------------------------------------------------------------
-async def _create(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> int:
-    response = await client.post(f"{API}/{path}", json=body)
+async def _create(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any], auth: Headers
+) -> dict[str, Any]:
+    response = await client.post(f"{API}/{path}", json=body, headers=auth)
     if response.status_code != 201:
-        raise LoadError(f"POST {API}/{path} answered {response.status_code}: {response.text}")
-    return int(response.json()["id"])
+        hint = NEEDS_ADMIN if response.status_code in (401, 403) else ""
+        raise LoadError(f"POST {API}/{path} answered {response.status_code}: {response.text}{hint}")
+    made: dict[str, Any] = response.json()
+    return made
+
+
+async def sign_up(client: httpx.AsyncClient, body: dict[str, Any], admin: Headers) -> User:
+    """A new attendee through the public sign-up, holding the token its answer carries.
+    Past the server's sign-up limit (429) the admin makes the user instead, if there is one:
+    admins are exempt, and the answer carries the new user's own token all the same."""
+    response = await client.post(f"{API}/users", json=body)
+    if response.status_code == 429 and admin:
+        response = await client.post(f"{API}/users", json=body, headers=admin)
+    if response.status_code != 201:
+        raise LoadError(f"POST {API}/users answered {response.status_code}: {response.text}")
+    made = response.json()
+    return User(int(made["id"]), bearer(made.get("token")))
 
 
 async def _gather_bounded(
-    calls: list[Callable[[], Awaitable[int]]], limit: int, progress: Progress
-) -> list[int]:
+    calls: list[Callable[[], Awaitable[User]]], limit: int, progress: Progress
+) -> list[User]:
     gate = asyncio.Semaphore(limit)
 
-    async def one(call: Callable[[], Awaitable[int]]) -> int:
+    async def one(call: Callable[[], Awaitable[User]]) -> User:
         async with gate:
             result = await call()
             progress.done += 1
@@ -131,26 +194,29 @@ async def _gather_bounded(
 
 
 async def create_users(
-    clients: Clients, count: int, run: str, progress: Progress
-) -> tuple[int, list[int]]:
-    """An organizer and `count` attendees, all new (emails carry the run's token)."""
+    clients: Clients, count: int, run: str, progress: Progress, admin: Headers
+) -> tuple[int, list[User]]:
+    """An organizer (made by the admin) and `count` attendees who sign up, all new (emails
+    carry the run's id)."""
     organizer = await _create(clients[0], "users", {
         "name": "Load organizer", "email": f"organizer-{run}@load.example", "role": "organizer",
-    })  # fmt: skip
+    }, admin)  # fmt: skip
 
-    def attendee(i: int) -> Callable[[], Awaitable[int]]:
+    def attendee(i: int) -> Callable[[], Awaitable[User]]:
         body = {"name": f"Load user {i}", "email": f"u{i}-{run}@load.example"}
-        return lambda: _create(clients[i % len(clients)], "users", body)
+        return lambda: sign_up(clients[i % len(clients)], body, admin)
 
     with progress.step("creating users", count):
         users = await _gather_bounded([attendee(i) for i in range(count)], 50, progress)
-    return organizer, users
+    return int(organizer["id"]), users
 
 
-async def _send(client: httpx.AsyncClient, method: str, body: dict[str, int]) -> tuple[str, str]:
+async def _send(client: httpx.AsyncClient, method: str, call: Call) -> tuple[str, str]:
     """(status, code): the HTTP status and the problem code ("" on success)."""
     try:
-        response = await client.request(method, f"{API}/registrations", json=body)
+        response = await client.request(
+            method, f"{API}/registrations", json=call.body, headers=call.auth
+        )
     except httpx.HTTPError as exc:
         return "no_answer", f"no_answer ({type(exc).__name__})"
     if response.is_success:
@@ -163,30 +229,31 @@ async def _send(client: httpx.AsyncClient, method: str, body: dict[str, int]) ->
 
 
 async def fire(
-    clients: Clients, method: str, bodies: list[dict[str, int]], progress: Progress
+    clients: Clients, method: str, calls: list[Call], progress: Progress
 ) -> list[tuple[str, str]]:
     """Send every request at the same moment: all tasks wait on one gate, then go."""
     gate = asyncio.Event()
 
-    async def one(client: httpx.AsyncClient, body: dict[str, int]) -> tuple[str, str]:
+    async def one(client: httpx.AsyncClient, call: Call) -> tuple[str, str]:
         await gate.wait()
-        result = await _send(client, method, body)
+        result = await _send(client, method, call)
         progress.done += 1
         return result
 
-    tasks = [asyncio.ensure_future(one(clients[i % len(clients)], body))
-             for i, body in enumerate(bodies)]  # fmt: skip
+    tasks = [asyncio.ensure_future(one(clients[i % len(clients)], call))
+             for i, call in enumerate(calls)]  # fmt: skip
     await asyncio.sleep(0)  # let every task reach the gate
     gate.set()
     return list(await asyncio.gather(*tasks))
 
 
-async def event_state(client: httpx.AsyncClient, event_id: int) -> tuple[int, int]:
-    """(available_seats, active registrations), both read through the API."""
+async def event_state(client: httpx.AsyncClient, event_id: int, admin: Headers) -> tuple[int, int]:
+    """(available_seats, active registrations), both read through the API (the list of
+    who comes is for the organizer and admins)."""
     event = (await client.get(f"{API}/events/{event_id}")).raise_for_status().json()
     count, url = 0, f"{API}/registrations/event/{event_id}?limit=1000"
     for _ in range(10_000):  # pages of 1000: bounded well above any capacity
-        page = (await client.get(url)).raise_for_status()
+        page = (await client.get(url, headers=admin)).raise_for_status()
         count += len(page.json())
         if "next" not in page.links:
             break
@@ -196,25 +263,26 @@ async def event_state(client: httpx.AsyncClient, event_id: int) -> tuple[int, in
 
 # -- one round -------------------------------------------------------------------------------
 async def play_round(
-    clients: Clients, options: Options, number: int, organizer: int, users: list[int],
-    progress: Progress,
+    clients: Clients, options: Options, number: int, organizer: int, users: list[User],
+    progress: Progress, admin: Headers,
 ) -> Round:  # fmt: skip
     client = clients[0]
-    event_id = await _create(client, "events", {
+    event = await _create(client, "events", {
         "title": f"Load round {number}", "capacity": options.seats, "organizer_id": organizer,
-    })  # fmt: skip
-    method, bodies = "POST", [{"user_id": u, "event_id": event_id} for u in users]
+    }, admin)  # fmt: skip
+    event_id = int(event["id"])
+    method, calls = "POST", [Call({"user_id": u.id, "event_id": event_id}, u.auth) for u in users]
     if options.mode == "duplicate":
-        bodies = [bodies[0]] * options.tasks
+        calls = [calls[0]] * options.tasks
     elif options.mode == "cancel-storm":
-        if await _send(client, "POST", bodies[0]) != ("201", ""):
-            raise LoadError(f"could not register user {users[0]} for the cancel storm")
-        method, bodies = "DELETE", [bodies[0]] * options.tasks
+        if await _send(client, "POST", calls[0]) != ("201", ""):
+            raise LoadError(f"could not register user {users[0].id} for the cancel storm")
+        method, calls = "DELETE", [calls[0]] * options.tasks
     started = time.perf_counter()
-    with progress.step(f"round {number}/{options.rounds}", len(bodies)):
-        answers = await fire(clients, method, bodies, progress)
+    with progress.step(f"round {number}/{options.rounds}", len(calls)):
+        answers = await fire(clients, method, calls, progress)
     seconds = time.perf_counter() - started
-    seats, registrations = await event_state(client, event_id)
+    seats, registrations = await event_state(client, event_id, admin)
     return judge(options, number, event_id, answers, seats, registrations, seconds)
 
 
@@ -247,6 +315,11 @@ def judge(
     unexpected = {c: n for c, n in failures.items() if c != EXPECTED_FAILURE[options.mode]}
     if unexpected:
         problems.append(f"unexpected failures: {dict(sorted(unexpected.items()))}")
+    if "rate_limited" in unexpected:
+        problems.append(
+            "the server limits registration attempts per user (RATE_REGISTER_PER_MINUTE, 60 "
+            "by default): start it with 0 to load one user harder"
+        )
     return Round(
         round=number, event_id=event_id, tasks=len(answers), capacity=options.seats,
         expected_successes=expected, successes=successes, failures=dict(sorted(failures.items())),
@@ -256,20 +329,25 @@ def judge(
     )  # fmt: skip
 
 
-async def run(client: httpx.AsyncClient | Clients, options: Options) -> Report:
+async def run(
+    client: httpx.AsyncClient | Clients, options: Options, admin_token: str | None = None
+) -> Report:
     """The whole load test against the API behind `client` (a real URL or an ASGI app).
-    Several clients share the requests round-robin (see `run_url`)."""
+    Several clients share the requests round-robin (see `run_url`). With tokens on, the
+    server needs `admin_token` for the organizer, the event and the read-back."""
     clients = [client] if isinstance(client, httpx.AsyncClient) else list(client)
-    started, progress = time.perf_counter(), Progress(options.progress)
+    started, progress, admin = time.perf_counter(), Progress(options.progress), bearer(admin_token)
     user_count = options.tasks if options.mode == "race" else 1
-    organizer, users = await create_users(clients, user_count, uuid.uuid4().hex[:12], progress)
+    run_id = uuid.uuid4().hex[:12]
+    organizer, users = await create_users(clients, user_count, run_id, progress, admin)
     rounds = [
-        await play_round(clients, options, n, organizer, users, progress)
+        await play_round(clients, options, n, organizer, users, progress, admin)
         for n in range(1, options.rounds + 1)
     ]
     return Report(
         mode=options.mode, tasks=options.tasks, seats=options.seats, rounds=rounds,
         passed=all(r.passed for r in rounds), seconds=round(time.perf_counter() - started, 3),
+        tokens=all(u.auth for u in users),
     )  # fmt: skip
 
 
@@ -323,6 +401,8 @@ def round_line(r: Round) -> str:
 def render(report: Report) -> str:
     mode: Mode = report.mode  # type: ignore[assignment]
     title = TITLES[mode].format(tasks=report.tasks, seats=report.seats)
+    if report.tokens:
+        title += ", each user with its own token"
     lines = [f"Concurrency test: {title}"]
     if len(report.rounds) == 1:
         (r,) = report.rounds
@@ -374,6 +454,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="concurrent cancels of one registration: exactly one may succeed",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")  # fmt: skip
+    p.add_argument(
+        "--admin-token", default=os.environ.get(ADMIN_TOKEN_ENV) or None,
+        help=f"an admin's token, for a server with tokens on (default ${ADMIN_TOKEN_ENV}; "
+        "else one is made for the run in the database, see above)",
+    )  # fmt: skip
+    p.add_argument(
+        "--auth", choices=tuple(SERVER_ENV), default="tokens",
+        help="EVENTREG_AUTH of the server started when none answers (default tokens)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if not 1 <= args.tasks <= 5000 or not 1 <= args.seats <= 1_000_000:
         p.error("--tasks must be 1..5000 and --seats 1..1000000")
@@ -382,9 +471,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-async def run_url(url: str, options: Options) -> Report:
+async def run_url(url: str, options: Options, admin_token: str | None = None) -> Report:
     """One client per 50 tasks: a single httpx client with thousands of connections spends
-    its time searching its own pool (2,000 tasks took 20 s of client CPU)."""
+    its time searching its own pool (2,000 tasks took 20 s of client CPU).
+
+    With tokens on and no `admin_token`, an admin is made for the run in the database
+    (`temporary_admin`) and deleted afterwards, which revokes its token."""
     count = -(-options.tasks // CLIENT_CONNECTIONS)
     limits = httpx.Limits(max_connections=CLIENT_CONNECTIONS)
     async with AsyncExitStack() as stack:
@@ -393,7 +485,42 @@ async def run_url(url: str, options: Options) -> Report:
                                                               timeout=60))
             for _ in range(count)
         ]  # fmt: skip
-        return await run(clients, options)
+        if admin_token is None and await tokens_on(clients[0]):
+            admin_id, admin_token = await temporary_admin()
+            stack.push_async_callback(delete_user, clients[0], admin_id, admin_token)
+        return await run(clients, options, admin_token)
+
+
+async def tokens_on(client: httpx.AsyncClient) -> bool:
+    """Whether the server wants tokens: listing users needs one then (401), not otherwise."""
+    return (await client.get(f"{API}/users", params={"limit": 1})).status_code == 401
+
+
+async def temporary_admin() -> tuple[int, str]:
+    """An admin for this run, made in the database `make run` uses (which is the server's
+    when this script started it); (its id, its token)."""
+    database = devdb.current_url()
+    if database is None:
+        raise LoadError(f"the server has tokens on and no database is known here{NEEDS_ADMIN}")
+    say("tokens on: making an admin for this run in the database (deleted afterwards)")
+    email = f"load-admin-{uuid.uuid4().hex[:12]}@load.example"
+    try:
+        admin = await create_admin(database, "Load admin", email)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise LoadError(f"could not make an admin in the database: {exc!r}{NEEDS_ADMIN}") from exc
+    assert isinstance(admin.token, str)  # a new user's first token, in this answer only
+    return admin.id, admin.token
+
+
+async def delete_user(client: httpx.AsyncClient, user_id: int, token: str) -> None:
+    """Delete the run's admin (as itself), which revokes its token."""
+    try:
+        response = await client.delete(f"{API}/users/{user_id}", headers=bearer(token))
+    except httpx.HTTPError as exc:
+        say(f"could not delete the run's admin {user_id}: {exc!r}")
+        return
+    if response.status_code != 200:
+        say(f"could not delete the run's admin {user_id}: {response.status_code}")
 
 
 def say(message: str) -> None:
@@ -407,15 +534,16 @@ def main(argv: list[str] | None = None) -> int:
     url, server = args.url, None
     status = spawn.probe(url)
     if status is None:
-        say(f"nothing answers at {url}; starting a server on the embedded database")
-        server = spawn.start(workers=1)
+        say(f"nothing answers at {url}; starting a server on the embedded database "
+            f"(EVENTREG_AUTH={args.auth})")  # fmt: skip
+        server = spawn.start(workers=1, env=SERVER_ENV[args.auth])
         url = server.url
         say(f"server up at {url} (pid {server.pid})")
     elif status != 200:
         say(f"the server at {url} is not healthy: /health answered {status}")
         return 2
     try:
-        report = asyncio.run(run_url(url, options))
+        report = asyncio.run(run_url(url, options, args.admin_token))
     except (LoadError, httpx.HTTPError) as exc:
         say(f"setup failed: {exc}")
         return 2

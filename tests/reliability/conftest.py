@@ -76,12 +76,20 @@ async def tdb(target_url: str) -> AsyncIterator[Db]:
 
 
 @pytest.fixture
-async def api_factory(target_url: str, tmp_path: Path) -> AsyncIterator[ApiFactory]:
+def auth() -> str:
+    """EVENTREG_AUTH of the API processes: tokens, as in production. A test that also runs
+    with tokens off parametrizes this name; tests/README.md lists what runs how."""
+    return "tokens"
+
+
+@pytest.fixture
+async def api_factory(target_url: str, tmp_path: Path, auth: str) -> AsyncIterator[ApiFactory]:
     """Start API processes on `target_url`; all are stopped (SIGTERM, then SIGKILL) after."""
     started: list[ApiProcess] = []
 
     async def start(*, wait: bool = True, url: str = "", **env: str) -> ApiProcess:
-        api = ApiProcess(url or target_url, tmp_path / f"api{len(started)}.log", **env)
+        path = tmp_path / f"api{len(started)}.log"
+        api = ApiProcess(url or target_url, path, auth=auth, **env)
         started.append(api)
         await api.start(wait=wait)
         return api

@@ -1,7 +1,10 @@
 """Jepsen-style harness: a real API process, a history of HTTP operations, and a checker.
 
 - `ApiProcess` runs `uvicorn --factory eventreg.app:app_from_env` on 127.0.0.1 as a child
-  process that tests may SIGKILL, SIGTERM and start again.
+  process that tests may SIGKILL, SIGTERM and start again, with tokens on (the default
+  here, as in production) or off (`auth="open"`).
+- Every user the helpers make holds a token of its own (`token_of`), and `History` sends
+  it with that user's registrations and cancellations, so the same test runs either way.
 - `History` records every operation: invoke/complete times and an outcome, classified as
   `ok` (2xx), `fail` (a definite 4xx: the database is unchanged) or `info` (503, timeout,
   connection error: it may or may not have happened). Anything else (500) is `error`.
@@ -13,8 +16,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hmac
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -28,6 +34,7 @@ from typing import Any, Literal, TypeAlias
 import asyncpg
 import httpx
 
+from eventreg.db.tokens import PREFIX, SHOWN, digest
 from eventreg.pgcluster import free_port
 
 Db: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
@@ -39,16 +46,62 @@ FAIL_STATUSES = frozenset({400, 404, 409, 413, 415, 422})
 BAD_LOG_LINES = ("another operation is in progress", "cannot switch to state", "Traceback")
 
 
+# -- tokens -----------------------------------------------------------------------------------
+_KEY = secrets.token_bytes(32)  # this test session's; never stored anywhere
+
+
+def token_of(user: int) -> str:
+    """The secret of the token the helpers give user `user`: in the API's format (`evr_` and
+    43 URL-safe characters), derived from the id with this session's key, so a request can
+    carry its user's token without a registry being passed around. Each test database is
+    served by its own API process, so equal ids in two databases never meet in one cache."""
+    mac = hmac.new(_KEY, str(user).encode(), "sha256").digest()
+    return PREFIX + base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def bearer(user: int) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_of(user)}"}
+
+
+async def give_tokens(db: Db, users: list[int]) -> None:
+    """One token per user, stored as the API stores them (only the secret's SHA-256)."""
+    secrets_ = [token_of(u) for u in users]
+    await db.execute(
+        """INSERT INTO api_tokens (user_id, secret_hash, prefix, name)
+           SELECT user_id, secret_hash, prefix, 'harness'
+             FROM unnest($1::bigint[], $2::bytea[], $3::text[])
+                  AS t (user_id, secret_hash, prefix)""",
+        users,
+        [digest(s) for s in secrets_],
+        [s[: len(PREFIX) + SHOWN] for s in secrets_],
+    )
+
+
 # -- the API as a real process --------------------------------------------------------------
+# EVENTREG_AUTH for each mode, always set (not inherited from the shell). With tokens on the
+# rate limits are off: the series checks invariants under races, and C3 sends 200
+# registrations for one user at once, which the per-user limit (60 a minute) would refuse
+# with 429 by design.
+AUTH_ENV: dict[str, dict[str, str]] = {
+    "tokens": {
+        "EVENTREG_AUTH": "tokens", "RATE_SIGNUP_PER_MINUTE": "0", "RATE_REGISTER_PER_MINUTE": "0",
+    },
+    "open": {"EVENTREG_AUTH": "open"},
+}  # fmt: skip
+
+
 class ApiProcess:
     """One uvicorn worker serving the app against `database_url`, restartable on its port."""
 
-    def __init__(self, database_url: str, log_path: Path, **env: str) -> None:
+    def __init__(
+        self, database_url: str, log_path: Path, *, auth: str = "tokens", **env: str
+    ) -> None:
         self.database_url = database_url
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self.env = {"DB_POOL_MAX": "10", "EVENTREG_TEST_HOOKS": "1", **env}
+        self.auth = auth
+        self.env = {"DB_POOL_MAX": "10", "EVENTREG_TEST_HOOKS": "1", **AUTH_ENV[auth], **env}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -171,11 +224,21 @@ class History:
         return time.monotonic() - self.t0
 
     async def _call(
-        self, client: httpx.AsyncClient, op: Op, method: str, url: str, **kwargs: Any
+        self,
+        client: httpx.AsyncClient,
+        op: Op,
+        method: str,
+        url: str,
+        *,
+        as_user: int = 0,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> Op:
+        """Send the request, with `as_user`'s token when given (ignored with tokens off)."""
         self.ops.append(op)
+        headers = {**(bearer(as_user) if as_user else {}), **(headers or {})}
         try:
-            response = await client.request(method, url, **kwargs)
+            response = await client.request(method, url, headers=headers, **kwargs)
         except httpx.TransportError as exc:  # timeout, refused, reset: outcome unknown
             op.t_complete, op.type, op.error = self.now(), "info", type(exc).__name__
             return op
@@ -204,25 +267,31 @@ class History:
         extra: dict[str, Any] = {} if seconds is None else {"timeout": seconds}
         body = {"user_id": user, "event_id": event}
         return await self._call(
-            client, op, "POST", f"{API}/registrations", json=body, headers=headers, **extra
-        )
+            client, op, "POST", f"{API}/registrations", as_user=user, json=body,
+            headers=headers, **extra,
+        )  # fmt: skip
 
     async def cancel(self, client: httpx.AsyncClient, user: int, event: int, proc: int = 0) -> Op:
         op = Op(proc, "cancel", user, event, self.now())
         body = {"user_id": user, "event_id": event}
-        return await self._call(client, op, "DELETE", f"{API}/registrations", json=body)
+        return await self._call(
+            client, op, "DELETE", f"{API}/registrations", as_user=user, json=body
+        )
 
     async def read(self, client: httpx.AsyncClient, event: int, proc: int = 0) -> Op:
         op = Op(proc, "read", 0, event, self.now())
         return await self._call(client, op, "GET", f"{API}/events/{event}")
 
     async def set_capacity(
-        self, client: httpx.AsyncClient, event: int, capacity: int, proc: int = 0
-    ) -> Op:
+        self, client: httpx.AsyncClient, event: int, capacity: int, *, organizer: int,
+        proc: int = 0,
+    ) -> Op:  # fmt: skip
+        """PATCH the capacity as the event's organizer."""
         op = Op(proc, "capacity", 0, event, self.now(), value=capacity)
         return await self._call(
-            client, op, "PATCH", f"{API}/events/{event}", json={"capacity": capacity}
-        )
+            client, op, "PATCH", f"{API}/events/{event}", as_user=organizer,
+            json={"capacity": capacity},
+        )  # fmt: skip
 
     # -- summaries ------------------------------------------------------------------------
     def of(self, f: str, *types: Outcome) -> list[Op]:
@@ -465,6 +534,7 @@ async def hygiene(db: Db, pool_max: int, settle: float = 0.5) -> list[str]:
 
 # -- helpers to set up data fast (straight SQL, not part of the history) ------------------
 async def make_users(db: Db, n: int) -> list[int]:
+    """`n` attendees, each with a token of its own (`token_of`)."""
     rows = await db.fetch(
         """INSERT INTO users (name, email)
            SELECT 'Load ' || i, 'load' || i || '-' || gen_random_uuid() || '@example.com'
@@ -472,15 +542,19 @@ async def make_users(db: Db, n: int) -> list[int]:
            RETURNING id""",
         n,
     )
-    return [r["id"] for r in rows]
+    users = [r["id"] for r in rows]
+    await give_tokens(db, users)
+    return users
 
 
 async def make_events(db: Db, capacities: Iterable[int]) -> list[int]:
+    """Events of one new organizer (who holds a token, see `organizer_of`)."""
     organizer = await db.fetchval(
         """INSERT INTO users (name, email, role)
            VALUES ('Org', 'org-' || gen_random_uuid() || '@example.com', 'organizer')
            RETURNING id"""
     )
+    await give_tokens(db, [organizer])
     ids = []
     for capacity in capacities:
         ids.append(
@@ -492,6 +566,28 @@ async def make_events(db: Db, capacities: Iterable[int]) -> list[int]:
             )
         )
     return ids
+
+
+async def sign_in(api: ApiProcess, client: httpx.AsyncClient, users: Iterable[int]) -> None:
+    """With tokens on, each user's token is used once (`GET /users/me`) before a storm, as by
+    users already on the event's page: the worker has it cached and its first-use write is
+    done, so the storm races for seats, not for token lookups. At most the pool's size at a
+    time. Nothing to do with tokens off."""
+    if api.auth != "tokens":
+        return
+    gate = asyncio.Semaphore(api.pool_max)
+
+    async def one(user: int) -> None:
+        async with gate:
+            response = await client.get(f"{API}/users/me", headers=bearer(user))
+        assert response.status_code == 200, response.text
+
+    await asyncio.gather(*(one(u) for u in users))
+
+
+async def organizer_of(db: Db, event: int) -> int:
+    organizer: int = await db.fetchval("SELECT organizer_id FROM events WHERE id = $1", event)
+    return organizer
 
 
 async def run_for(

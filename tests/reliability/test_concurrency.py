@@ -14,20 +14,27 @@ import asyncpg
 import pytest
 
 from tests.reliability.harness import (
+    API,
     ApiFactory,
     ApiProcess,
     Db,
     History,
     Op,
     Sampler,
+    bearer,
     check,
     make_events,
     make_users,
+    organizer_of,
     read_final,
+    sign_in,
     verify,
 )
 
 pytestmark = pytest.mark.timeout(60)
+# Every test here runs with tokens on (the `auth` fixture); the capacity storm also runs
+# with them off, so the reference mode keeps a real-process race of its own.
+BOTH_WAYS = pytest.mark.parametrize("auth", ["tokens", "open"])
 
 
 def assert_clean(violations: list[str]) -> None:
@@ -79,6 +86,21 @@ async def test_hooks_work_when_enabled(api: ApiProcess, tdb: Db) -> None:
     assert not pids_before & pids_after
 
 
+async def test_each_user_acts_only_with_its_own_token(api: ApiProcess, tdb: Db) -> None:
+    """C0: the series really runs with tokens on: no token is 401 and another user's is 403,
+    neither taking a seat; the user's own is 201."""
+    (event,), (user, other) = await make_events(tdb, [5]), await make_users(tdb, 2)
+    body = {"user_id": user, "event_id": event}
+    async with api.client() as client:
+        missing = await client.post(f"{API}/registrations", json=body)
+        foreign = await client.post(f"{API}/registrations", json=body, headers=bearer(other))
+        own = await client.post(f"{API}/registrations", json=body, headers=bearer(user))
+    assert (missing.status_code, foreign.status_code, own.status_code) == (401, 403, 201)
+    final = await read_final(tdb)
+    assert final.active == {(user, event): 1}
+    assert final.events[event] == (5, 4)
+
+
 async def test_last_seat_race(api: ApiProcess, tdb: Db) -> None:
     """C1: capacity 1, 50 distinct users at once, 12 rounds: exactly 1x201 and 49x409 each."""
     events = await make_events(tdb, [1] * 12)
@@ -94,11 +116,13 @@ async def test_last_seat_race(api: ApiProcess, tdb: Db) -> None:
     assert sampler.samples > 0
 
 
+@BOTH_WAYS
 async def test_capacity_storm(api: ApiProcess, tdb: Db) -> None:
     """C2: capacity 50, 200 concurrent distinct users: exactly 50x201 and 150x409 (I8 strict)."""
     (event,), users = await make_events(tdb, [50]), await make_users(tdb, 200)
     history = History()
     async with api.client() as client, Sampler(api.database_url, [event]) as sampler:
+        await sign_in(api, client, users)
         await asyncio.gather(*(history.register(client, u, event) for u in users))
     assert history.codes() == {(201, None): 50, (409, "event_full"): 150}
     report = await verify(history, tdb, api, initial={event: 50}, sampler=sampler)
@@ -110,6 +134,7 @@ async def test_duplicate_storm(api: ApiProcess, tdb: Db) -> None:
     (event,), (user,) = await make_events(tdb, [50]), await make_users(tdb, 1)
     history = History()
     async with api.client() as client:
+        await sign_in(api, client, [user])
         await asyncio.gather(*(history.register(client, user, event) for _ in range(200)))
     assert history.codes() == {(201, None): 1, (409, "already_registered"): 199}
     final = await read_final(tdb)
@@ -196,12 +221,15 @@ async def test_register_cancel_interleave_same_user(api: ApiProcess, tdb: Db) ->
 async def test_capacity_edit_race(api: ApiProcess, tdb: Db) -> None:
     """C8: 4 workers change capacity while 30 users register; I1/I2 hold in every sample."""
     (event,), users = await make_events(tdb, [20]), await make_users(tdb, 30)
+    organizer = await organizer_of(tdb, event)
     history = History()
     rng = random.Random(8)
 
     async def editor(w: int) -> None:
         for _ in range(15):
-            op = await history.set_capacity(client, event, rng.randint(5, 40), proc=100 + w)
+            capacity = rng.randint(5, 40)
+            op = await history.set_capacity(client, event, capacity, organizer=organizer,
+                                            proc=100 + w)  # fmt: skip
             if op.status == 409:
                 assert op.code == "capacity_below_registrations"
             else:

@@ -6,6 +6,7 @@ benchmark); only correctness is asserted here.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import statistics
 from typing import Any
@@ -25,6 +26,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from eventreg.admin import create_admin
 from tests.reliability.harness import (
     API,
     ApiProcess,
@@ -84,6 +86,7 @@ async def test_jepsen_style_mixed_history(api: ApiProcess, tdb: Db) -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("auth", ["open"])  # see tests/README.md, "Tokens mode"
 async def test_hot_event_throughput(api: ApiProcess, tdb: Db) -> None:
     """S2: 1000 registrations at concurrency 50 on one event of 50 seats: 0 errors."""
     (event,), users = await make_events(tdb, [50]), await make_users(tdb, 1000)
@@ -106,12 +109,17 @@ async def test_hot_event_throughput(api: ApiProcess, tdb: Db) -> None:
 
 
 class SeatModel(RuleBasedStateMachine):
-    """The model: each event's capacity and the set of active (user, event) pairs."""
+    """The model: each event's capacity and the set of active (user, event) pairs.
+
+    With tokens on, users sign up through the API and act with the token their sign-up
+    answer carried; an admin (made in the database) creates the organizer, who creates
+    and changes the events with its own token.
+    """
 
     users = Bundle("users")
     events = Bundle("events")
 
-    def __init__(self, base_url: str, database_url: str) -> None:
+    def __init__(self, base_url: str, database_url: str, auth: str) -> None:
         super().__init__()
         self.http = httpx.Client(base_url=base_url, timeout=10)
         with psycopg.connect(database_url, autocommit=True) as conn:
@@ -120,41 +128,56 @@ class SeatModel(RuleBasedStateMachine):
         self.active: set[tuple[int, int]] = set()
         self.organizer = 0
         self.seq = 0
+        self.token: dict[int, str] = {}  # user id -> its token, with tokens on
+        self.admin = ""
+        if auth == "tokens":
+            admin = asyncio.run(create_admin(database_url, "Admin", "admin@example.com"))
+            assert isinstance(admin.token, str)
+            self.admin = admin.token
 
     def teardown(self) -> None:
         self.http.close()
 
-    def call(self, method: str, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        response = self.http.request(method, f"{API}{url}", json=body)
+    def call(
+        self, method: str, url: str, body: dict[str, Any], *, as_user: int = 0, token: str = ""
+    ) -> tuple[int, dict[str, Any]]:
+        """As `as_user` (with its token) or with `token`; anonymously with neither."""
+        token = self.token.get(as_user, token)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = self.http.request(method, f"{API}{url}", json=body, headers=headers)
         assert response.status_code != 500, response.text
         payload: dict[str, Any] = response.json()
         return response.status_code, payload
+
+    def made(self, body: dict[str, Any]) -> int:
+        """A new user's id; with tokens on, its token is kept for its later requests."""
+        user: int = body["id"]
+        if self.admin:
+            self.token[user] = body["token"]
+        return user
 
     def taken(self, event: int) -> int:
         return sum(e == event for _, e in self.active)
 
     @initialize()
     def create_organizer(self) -> None:
-        status, body = self.call(
-            "POST", "/users", {"name": "Org", "email": "org@example.com", "role": "organizer"}
-        )
+        new = {"name": "Org", "email": "org@example.com", "role": "organizer"}
+        status, body = self.call("POST", "/users", new, token=self.admin)
         assert status == 201
-        self.organizer = body["id"]
+        self.organizer = self.made(body)
 
     @rule(target=users)
     def create_user(self) -> int:
         self.seq += 1
         new = {"name": f"U{self.seq}", "email": f"u{self.seq}@example.com"}
-        status, body = self.call("POST", "/users", new)
+        status, body = self.call("POST", "/users", new)  # sign-up: no token
         assert status == 201
-        user: int = body["id"]
-        return user
+        return self.made(body)
 
     @rule(target=events, capacity=st.integers(0, 3))
     def create_event(self, capacity: int) -> object:
-        status, body = self.call(
-            "POST", "/events", {"title": "E", "capacity": capacity, "organizer_id": self.organizer}
-        )
+        new = {"title": "E", "capacity": capacity, "organizer_id": self.organizer}
+        status, body = self.call("POST", "/events", new, as_user=self.organizer)
         if capacity == 0:
             assert (status, body["code"]) == (422, "validation_failed")
             return multiple()
@@ -164,7 +187,8 @@ class SeatModel(RuleBasedStateMachine):
 
     @rule(user=users, event=events)
     def register(self, user: int, event: int) -> None:
-        status, body = self.call("POST", "/registrations", {"user_id": user, "event_id": event})
+        pair = {"user_id": user, "event_id": event}
+        status, body = self.call("POST", "/registrations", pair, as_user=user)
         if (user, event) in self.active:
             assert (status, body.get("code")) == (409, "already_registered")
         elif self.taken(event) >= self.capacity[event]:
@@ -175,7 +199,8 @@ class SeatModel(RuleBasedStateMachine):
 
     @rule(user=users, event=events)
     def cancel(self, user: int, event: int) -> None:
-        status, body = self.call("DELETE", "/registrations", {"user_id": user, "event_id": event})
+        pair = {"user_id": user, "event_id": event}
+        status, body = self.call("DELETE", "/registrations", pair, as_user=user)
         if (user, event) in self.active:
             assert status == 200, body
             self.active.discard((user, event))
@@ -184,7 +209,8 @@ class SeatModel(RuleBasedStateMachine):
 
     @rule(event=events, capacity=st.integers(0, 4))
     def update_capacity(self, event: int, capacity: int) -> None:
-        status, body = self.call("PATCH", f"/events/{event}", {"capacity": capacity})
+        patch = {"capacity": capacity}
+        status, body = self.call("PATCH", f"/events/{event}", patch, as_user=self.organizer)
         if capacity == 0:
             assert status == 422
         elif capacity < self.taken(event):
@@ -205,7 +231,7 @@ class SeatModel(RuleBasedStateMachine):
 def test_stateful_model(api: ApiProcess) -> None:
     """S3: every status code and every seat count equals the model's, step by step."""
     run_state_machine_as_test(
-        lambda: SeatModel(api.base_url, api.database_url),  # type: ignore[arg-type]
+        lambda: SeatModel(api.base_url, api.database_url, api.auth),  # type: ignore[arg-type]
         settings=settings(
             max_examples=30,
             stateful_step_count=40,

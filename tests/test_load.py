@@ -23,26 +23,21 @@ from eventreg.load import LoadError, Options, Report
 Db: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
 
 
+# `tokens_client` (conftest): the app with tokens on and no rate limits, as `make load`
+# starts its server.
+
+
 @asynccontextmanager
-async def tokens_app(
-    database_url: str, signups_per_minute: int = 0
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in-process with tokens on and no limit on registration attempts."""
+async def limited_signups(database_url: str, per_minute: int) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with tokens on and at most `per_minute` sign-ups a minute per address."""
     settings = Settings(
-        database_url=database_url, auth_mode="tokens", rate_signup_per_minute=signups_per_minute,
+        database_url=database_url, auth_mode="tokens", rate_signup_per_minute=per_minute,
         rate_register_per_minute=0,
     )  # fmt: skip
     async with LifespanManager(create_app(settings)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
-
-
-@pytest.fixture
-async def tokens_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """With tokens on and no rate limits, as `make load` starts its server."""
-    async with tokens_app(database_url) as client:
-        yield client
 
 
 @pytest.fixture
@@ -162,7 +157,7 @@ async def test_past_the_signup_limit_the_admin_makes_the_users(
 ) -> None:
     """A server that limits sign-ups to 5 a minute: all 12 users still exist, each with a
     token of its own, and the race is judged as usual."""
-    async with tokens_app(database_url, signups_per_minute=5) as client:
+    async with limited_signups(database_url, per_minute=5) as client:
         report = await load.run(client, Options(tasks=12, seats=3), admin_token)
     assert report.passed, report.rounds[0].problems
     assert [(t["tokens"], t["used"]) for t in await attendee_tokens(db)] == [(1, 1)] * 12

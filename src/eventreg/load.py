@@ -98,7 +98,10 @@ class Report(msgspec.Struct, frozen=True):
     tokens: bool = False  # each user signed up and sent its own token (EVENTREG_AUTH=tokens)
 
 
-NEEDS_ADMIN = f"; with tokens on, pass an admin's token (--admin-token or ${ADMIN_TOKEN_ENV})"
+NEEDS_ADMIN = (
+    f"; with tokens on, pass an admin's token (--admin-token or ${ADMIN_TOKEN_ENV}; "
+    "`python -m eventreg admin create` makes one)"
+)
 
 
 class LoadError(Exception):

@@ -100,8 +100,8 @@ class ApiProcess:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self.auth = auth
         self.env = {"DB_POOL_MAX": "10", "EVENTREG_TEST_HOOKS": "1", **AUTH_ENV[auth], **env}
+        self.auth = self.env["EVENTREG_AUTH"]  # a test may pin it through `env`
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -13,9 +13,11 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from eventreg import auth
 from eventreg.admin import create_admin
-from eventreg.app import create_app
+from eventreg.app import app_state, create_app, create_pool
 from eventreg.config import Settings, default_auth
+from eventreg.db import tokens
 
 Db: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
 API = "/api/v1"
@@ -242,3 +244,38 @@ def test_default_mode_is_open_only_on_loopback() -> None:
         "open"
     ] * 5
     assert [default_auth(h) for h in ("0.0.0.0", "::", "10.0.0.7", "example.org")] == ["tokens"] * 4
+
+
+async def test_concurrent_lookups_of_one_token_share_one_query_and_use_is_recorded_later(
+    database_url: str, db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(database_url=database_url, auth_mode="tokens")
+    pool = await create_pool(settings)
+    state = app_state(pool, settings)
+    asked = 0
+    real = tokens.authenticate
+
+    async def counted(conn: Any, digest: bytes) -> Any:
+        nonlocal asked
+        asked += 1
+        return await real(conn, digest)
+
+    monkeypatch.setattr(tokens, "authenticate", counted)
+    try:
+        admin = await create_admin(database_url, "Root", "root@x.io")
+        assert admin.token
+        digest = tokens.digest(admin.token)
+        callers = await asyncio.gather(*(auth._lookup(state, digest) for _ in range(50)))
+        assert asked == 1
+        assert {c.user_id for c in callers if c} == {admin.id}
+        used = "SELECT last_used_at FROM api_tokens WHERE user_id = $1"
+        assert await db.fetchval(used, admin.id) is None  # not on the request's path
+        await auth.record_use(state)
+        first = await db.fetchval(used, admin.id)
+        assert first is not None
+        state["tokens"].entries.clear()  # looked up again within the minute: no new write
+        await auth._lookup(state, digest)
+        await auth.record_use(state)
+        assert await db.fetchval(used, admin.id) == first
+    finally:
+        await pool.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from eventreg.auth import record_use, record_use_forever
 from eventreg.config import Settings
 from eventreg.db import AppState, connection, idempotency
 from eventreg.errors import HANDLERS
@@ -105,11 +107,17 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[AppState]:
         pool = await create_pool(settings)
         state = app_state(pool, settings)
-        sweeper = asyncio.create_task(sweep_keys_forever(state))
+        chores = [
+            asyncio.create_task(sweep_keys_forever(state)),
+            asyncio.create_task(record_use_forever(state)),
+        ]
         try:
             yield state
         finally:
-            sweeper.cancel()
+            for chore in chores:
+                chore.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(record_use(state), timeout=2)
             try:
                 await asyncio.wait_for(pool.close(), timeout=10)
             except TimeoutError:

@@ -8,6 +8,8 @@ is dead. Lookups go through the worker's TokenCache.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +19,7 @@ from eventreg.db import AppState, connection, tokens
 from eventreg.errors import InvalidToken, MissingToken, RateLimited
 from eventreg.ratelimit import RateLimit, retry_after
 
+log = logging.getLogger("eventreg")
 CALLER = "eventreg.caller"  # the request scope key the Caller is kept under
 
 
@@ -42,6 +45,22 @@ async def _lookup(state: AppState, digest: bytes) -> Caller | None:
     cache = state["tokens"]
     if (entry := cache.get(digest)) is not None:
         return entry.caller
+    if (pending := cache.pending.get(digest)) is not None:  # asked already: share the answer
+        return await asyncio.shield(pending)
+    cache.pending[digest] = asyncio.get_running_loop().create_future()
+    try:
+        caller = await _ask_database(state, digest)
+    except BaseException as exc:
+        future = cache.pending.pop(digest)
+        future.set_exception(exc if isinstance(exc, Exception) else ConnectionAbortedError())
+        future.exception()  # read: nobody else may be waiting
+        raise
+    cache.pending.pop(digest).set_result(caller)
+    return caller
+
+
+async def _ask_database(state: AppState, digest: bytes) -> Caller | None:
+    cache = state["tokens"]
     async with connection(state) as conn:
         found = await tokens.authenticate(conn, digest)
     if found is None:
@@ -49,7 +68,29 @@ async def _lookup(state: AppState, digest: bytes) -> Caller | None:
         return None
     caller = Caller(user_id=found.user_id, role=found.role, token_id=found.token_id)
     cache.put(digest, caller, found.expires_at)
+    cache.used.add(found.token_id)
     return caller
+
+
+async def record_use_forever(state: AppState, every: float = 5.0) -> None:
+    """Write the tokens' last use in bulk, off the requests' path, every `every` s."""
+    while True:
+        await asyncio.sleep(every)
+        await record_use(state)
+
+
+async def record_use(state: AppState) -> None:
+    """The tokens looked up (not served from the cache) since the last round are marked
+    used, at most once a minute each in the database."""
+    cache = state["tokens"]
+    if not cache.used:
+        return
+    batch, cache.used = list(cache.used), set()
+    try:
+        async with connection(state) as conn:
+            await tokens.touch(conn, batch)
+    except Exception as exc:  # the database is away: the next lookup marks it again
+        log.warning("recording %d tokens' last use failed: %r", len(batch), exc)
 
 
 def caller_of(request: Request[Any]) -> Caller:

@@ -8,6 +8,7 @@ bad tokens costs one query per distinct token per `ttl`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ class Entry:
 class TokenCache:
     ttl: float
     entries: OrderedDict[bytes, Entry] = field(default_factory=OrderedDict)
+    # Lookups in flight: concurrent requests with one new token share one query.
+    pending: dict[bytes, asyncio.Future[Caller | None]] = field(default_factory=dict)
+    used: set[int] = field(default_factory=set)  # token ids whose use is not yet recorded
 
     def get(self, digest: bytes) -> Entry | None:
         entry = self.entries.get(digest)

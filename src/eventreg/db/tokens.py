@@ -67,6 +67,14 @@ async def authenticate(conn: Conn, secret_digest: bytes) -> Found | None:
     return Found(row["id"], row["user_id"], row["role"], row["expires_at"])
 
 
+async def touch(conn: Conn, token_ids: list[int]) -> None:
+    """Mark the tokens used now (at most once a minute each); a lost update costs nothing,
+    so the commit does not wait for the disk."""
+    async with conn.transaction():
+        await conn.execute(Q["relax_commit"])
+        await conn.execute(Q["touch_tokens"], token_ids)
+
+
 async def list_page(conn: Conn, caller: Caller, after: int, limit: int) -> list[Token]:
     found = await conn.fetch(Q["list_tokens"], caller.user_id, after, limit)
     return [Token(**dict(r)) for r in found]

@@ -8,20 +8,18 @@ SELECT id
    FOR SHARE;
 
 -- name: lock_event_for_group
--- Group admission: the event's row lock for the whole group, with its seats, its queue
--- and its window by the database's clock at this moment.
-SELECT available_seats, waitlisted,
-       registration_opens_at > clock_timestamp() AS not_open_yet,
-       registration_closes_at <= clock_timestamp() AS closed
-  FROM events
- WHERE id = $1 AND deleted_at IS NULL
-   FOR UPDATE;
-
--- name: live_entries_among
--- Which of the users $2 already hold a seat or a place in event $1's queue.
-SELECT user_id
-  FROM registrations
- WHERE event_id = $1 AND user_id = ANY($2::bigint[]) AND status IN ('active', 'waitlisted');
+-- Group admission: the event's row lock for the whole group, with its seats, its queue,
+-- its window by the database's clock at this moment, and which of the users $2 already
+-- hold a seat or a place in its queue (one round trip while the lock is held).
+SELECT e.available_seats, e.waitlisted,
+       e.registration_opens_at > clock_timestamp() AS not_open_yet,
+       e.registration_closes_at <= clock_timestamp() AS closed,
+       ARRAY(SELECT r.user_id FROM registrations r
+              WHERE r.event_id = e.id AND r.user_id = ANY($2::bigint[])
+                AND r.status IN ('active', 'waitlisted')) AS live_users
+  FROM events e
+ WHERE e.id = $1 AND e.deleted_at IS NULL
+   FOR UPDATE OF e;
 
 -- name: admit_group
 -- $2 seats taken and $3 places added to the queue, in one conditional UPDATE: the caller

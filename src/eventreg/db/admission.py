@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import msgspec
 
 from eventreg import sql, testhooks
-from eventreg.db import Conn, rows
+from eventreg.caller import OPEN
+from eventreg.db import Conn, registrations, rows
 from eventreg.db.idempotency import Answer
 from eventreg.errors import (
     AlreadyRegistered,
@@ -63,24 +64,38 @@ async def admit(
 ) -> list[Outcome]:
     """One outcome per member, in order. `answer` turns a new registration into the stored
     answer of its Idempotency-Key, exactly as the response will be sent."""
+    if len(members) == 1 and members[0].key is None:  # alone: the single path's statements
+        return [await _alone(conn, event_id, members[0], lock_wait)]
     out: list[Outcome | None] = [None] * len(members)
     async with conn.transaction():
         await _hold_keys(conn, members, out)
-        live = {r["id"] for r in await conn.fetch(Q["share_lock_users"], _users(members, out))}
-        event = await conn.fetchrow(Q["lock_event_for_group"], event_id, timeout=lock_wait)
+        # Holding a key means whoever held it before has committed or rolled back, so its
+        # stored answer (if any) is visible now: read before the event lock, not under it.
+        await _replays(conn, members, out)
+        users = _users(members, out)
+        live = {r["id"] for r in await conn.fetch(Q["share_lock_users"], users)}
+        event = await conn.fetchrow(Q["lock_event_for_group"], event_id, users, timeout=lock_wait)
         if (hooks := testhooks.ARMED.get()) is not None:  # only with EVENTREG_TEST_HOOKS=1
             await testhooks.after_lock(hooks)
         if event is None:
             return [o or EventNotFound(f"event {event_id} does not exist", field="event_id")
                     for o in out]  # fmt: skip
-        await _replays(conn, members, out)  # after the lock: keys of earlier groups are in
-        taken = {r["user_id"] for r in await conn.fetch(
-            Q["live_entries_among"], event_id, _users(members, out))}  # fmt: skip
-        admitted = _decide(event_id, event, members, out, live, taken)
+        admitted = _decide(event_id, event, members, out, live, set(event["live_users"]))
         if admitted:
             await _insert(conn, event_id, event, admitted, members, out)
             await _store_keys(conn, members, out, answer, key_ttl)
     return [o for o in out if o is not None]
+
+
+async def _alone(conn: Conn, event_id: int, m: Member, lock_wait: float | None) -> Outcome:
+    """A group of one is a single registration: the same four statements (with their
+    early answers for a repeat or a sold-out event before the lock), no group overhead."""
+    try:
+        return await registrations.register(
+            conn, OPEN, event_id, m.user_id, waitlist=m.waitlist, lock_wait=lock_wait
+        )  # the caller was checked by the route, before the group
+    except ApiError as refusal:
+        return refusal
 
 
 def _users(members: Sequence[Member], out: list[Outcome | None]) -> list[int]:

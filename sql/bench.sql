@@ -45,3 +45,11 @@ SELECT count(*) FROM event_occupancy WHERE NOT consistent;
 -- name: analyze
 -- Fresh tables: give the planner real statistics before anything is measured.
 ANALYZE users, api_tokens, events, registrations;
+
+-- name: group_sizes
+-- How many registrations for the events in $1 each transaction inserted: a row's xmin is
+-- the id of the transaction that inserted it (cast to text, since xid has no ordering).
+SELECT count(*)::int AS size
+  FROM registrations
+ WHERE event_id = ANY($1::bigint[])
+ GROUP BY xmin::text;

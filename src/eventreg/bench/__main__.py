@@ -3,8 +3,11 @@
 Starts its own PostgreSQL (.data/bench/pg) and `python -m eventreg serve`, seeds users and
 events, and drives each HTTP scenario from this process for a fixed time, bounded in count.
 Right before hot and spread it measures the database's ceiling for the same registration
-transaction without HTTP. Prints a table and writes JSON (default .data/bench/latest.json).
-Everything stays on 127.0.0.1.
+transaction without HTTP. Write scenarios run with group admission on (the default) and,
+as `*_single`, off. Prints a table with each registration scenario's group sizes, read from
+the rows' xmin, and writes JSON (default .data/bench/latest.json). With --chart, it sweeps
+hot over 1 to 200 clients, on and off, and draws docs/hot-vs-clients.svg. Everything stays
+on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -18,25 +21,41 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import uvloop
 
 from eventreg import spawn
-from eventreg.bench import run
+from eventreg.bench import chart, run
 from eventreg.bench.client import NONE, bearer
 from eventreg.bench.run import Plan, Result, Row, say
 from eventreg.config import default_pool_max
 
-WRITES: tuple[str, ...] = ("hot", "hot_tokens", "spread", "rush")
+WRITES: tuple[str, ...] = (
+    "hot", "hot_single", "hot_keys", "hot_tokens", "spread",
+    "low_1", "low_1_single", "low_4", "low_4_single", "rush", "rush_single",
+)  # fmt: skip
 READS: tuple[str, ...] = ("read_one", "read_one_tokens", "read_list", "read_list_gzip")
 SCENARIOS = WRITES + READS
 GZIP = {"Accept-Encoding": "gzip"}
 # What authentication (EVENTREG_AUTH=tokens) may cost, in % of the scenario's throughput
 # with it off (issue 8).
 AUTH_BUDGET_PCT = {"read_one": 10, "hot": 5}
-# Scenarios measured beside another (A B B A, see run.compare): the one they are read against.
-BESIDE = {"hot_tokens": "hot", "read_one_tokens": "read_one", "read_list_gzip": "read_list"}
+# Scenarios measured beside another (A B … B A, see run.compare): the one they are read
+# against. Group admission on is read against off.
+BESIDE = {
+    "hot": "hot_single", "hot_keys": "hot", "hot_tokens": "hot", "low_1": "low_1_single",
+    "low_4": "low_4_single", "read_one_tokens": "read_one", "read_list_gzip": "read_list",
+}  # fmt: skip
+# The sets run together, in this order; the first of a set is its A. hot's and spread's
+# come right after their database ceiling.
+WRITE_SETS: tuple[tuple[str, ...], ...] = (
+    ("hot", "hot_single", "hot_keys", "hot_tokens"), ("spread",), ("low_1", "low_1_single"),
+    ("low_4", "low_4_single"), ("rush",), ("rush_single",),
+)  # fmt: skip
+LOW_CLIENTS = {"low_1": 1, "low_4": 4}  # and their _single partners
+HOT_VS_CEILING, LOW_P50_PCT, KEYS_BUDGET_PCT = 3, 105, 10  # issue 12, issue 11
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,6 +68,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=50, help="concurrent clients (50)")
     p.add_argument("--pool-max", type=int, help="DB_POOL_MAX for the server (its default)")
     p.add_argument("--only", nargs="+", choices=SCENARIOS, help="run only these scenarios")
+    p.add_argument(
+        "--chart",
+        action="store_true",
+        help="sweep hot over 1-200 clients, group admission on and off, and draw "
+        "it (only the sweep, unless --only names scenarios too)",
+    )
+    p.add_argument("--chart-svg", type=Path, default=Path("docs/hot-vs-clients.svg"),
+                   help="where --chart writes its SVG (its JSON goes beside it)")  # fmt: skip
     p.add_argument("--json", type=Path, default=Path(".data/bench/latest.json"),
                    help="where to write the result (default .data/bench/latest.json)")  # fmt: skip
     args = p.parse_args(argv)
@@ -65,7 +92,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
     plan = Plan.quick() if args.quick else Plan()
     changes = {
         "workers": args.workers, "read_workers": args.read_workers, "clients": args.clients,
-        "pool_max": args.pool_max, "scenarios": tuple(args.only or SCENARIOS),
+        "pool_max": args.pool_max, "chart": args.chart,
+        "scenarios": tuple(args.only or (() if args.chart else SCENARIOS)),
     }  # fmt: skip
     if args.duration is not None:
         changes["duration"] = args.duration
@@ -84,6 +112,7 @@ async def bench(plan: Plan) -> Result:
         seed = await run.seed(url, plan.users)
         say(f"seeded {len(seed.users)} users")
         rows = await http_scenarios(url, plan, seed)
+        points = await chart.sweep(url, plan, seed) if plan.chart else []
         correct = {"every event: seats = capacity - active registrations":
                    await run.inconsistent_events(url) == 0}  # fmt: skip
         others = neighbours.percent()
@@ -93,10 +122,11 @@ async def bench(plan: Plan) -> Result:
     relate(rows_by)
     best = {k: r.ceiling_rps for k, r in rows_by.items() if r.ceiling_rps is not None}
     machine = {**load_before, "loadavg_end": run.machine()["loadavg"], "others_cpu_pct": others}
-    if "rush" in rows_by:
-        correct["rush: no more than 500 sold"] = rush_correct(rows_by["rush"])
+    for name in ("rush", "rush_single"):
+        if name in rows_by:
+            correct[f"{name}: no more than 500 sold"] = rush_correct(rows_by[name])
     return Result(started, dataclasses.asdict(plan), machine, best, rows,
-                  targets_of(rows_by), correct)  # fmt: skip
+                  targets_of(rows_by), correct, points)  # fmt: skip
 
 
 async def http_scenarios(url: str, plan: Plan, seed: run.Seed) -> list[Row]:
@@ -109,47 +139,55 @@ async def http_scenarios(url: str, plan: Plan, seed: run.Seed) -> list[Row]:
 
 
 async def write_scenarios(url: str, plan: Plan, seed: run.Seed) -> list[Row]:
-    """hot and hot_tokens (paired) right after the hot ceiling, spread right after its
-    own, so that each sees the same background load on a shared machine as its ceiling."""
+    """Each set of WRITE_SETS on its servers (group admission on, off, tokens), hot's and
+    spread's right after their own database ceiling, so that each sees the same background
+    load on a shared machine as its ceiling."""
     rows: list[Row] = []
     chosen = [name for name in WRITES if name in plan.scenarios]
     with contextlib.ExitStack() as stack:
-        auths = sorted({"tokens" if name.endswith("_tokens") else "open" for name in chosen})
         servers = {
-            auth: stack.enter_context(run.server(url, plan.workers, plan.pool_max, auth))
-            for auth in auths
+            mode: stack.enter_context(run.server(url, plan.workers, plan.pool_max, mode))
+            for mode in sorted({run.mode_of(name) for name in chosen})
         }
-        for auth, srv in servers.items():
-            say(f"server up ({auth}): {srv.url}, pid {srv.pid}, {plan.workers} worker(s)")
-        groups: tuple[tuple[str, ...], ...] = (("hot", "hot_tokens"), ("spread",), ("rush",))
-        for group in groups:
+        for mode, srv in servers.items():
+            say(f"server up ({mode}): {srv.url}, pid {srv.pid}, {plan.workers} worker(s)")
+        for group in WRITE_SETS:
             names = [name for name in group if name in chosen]
-            if names == ["rush"]:
-                rows.append(await run.rush(servers["open"], url, plan, seed))
+            if names and names[0].startswith("rush"):
+                (name,) = names
+                rows.append(r := await run.rush(servers[run.mode_of(name)], url, plan, seed, name))
+                say(rush_line(r))
             elif names:
-                rows += await registration_group(url, plan, seed, servers, names)
+                rows += await registration_set(url, plan, seed, servers, names)
     return rows
 
 
-async def registration_group(
+async def registration_set(
     url: str, plan: Plan, seed: run.Seed, servers: dict[str, spawn.Server], names: list[str]
 ) -> list[Row]:
-    """The database ceiling for one kind (hot or spread), then its HTTP scenario(s)."""
-    kind = names[0].removesuffix("_tokens")
-    rows = ceilings = await run.measure_ceiling(url, seed, plan, kind)
-    best = max(c.rps for c in ceilings)
+    """hot's and spread's database ceiling, then the set's HTTP scenarios as one comparison,
+    then the group sizes each scenario's transactions had."""
+    kind = "spread" if names[0] == "spread" else "hot"
+    rows = ceilings = [] if names[0].startswith("low") else await run.measure_ceiling(
+        url, seed, plan, kind)  # fmt: skip
+    best = max((c.rps for c in ceilings), default=None)
     count, capacity = (1, run.HOT_CAPACITY) if kind == "hot" else (run.SPREAD_EVENTS,
                                                                   run.SPREAD_CAPACITY)  # fmt: skip
     sides = []
     for name in names:
-        auth = name.endswith("_tokens")
         events = await seed.events(url, name, count, capacity)
-        srv = servers["tokens" if auth else "open"]
-        sides.append(run.registrations_side(name, srv, plan.workers, events, seed, auth=auth))
+        srv = servers[run.mode_of(name)]
+        sides.append(run.registrations_side(
+            name, srv, plan.workers, events, seed, auth=name.endswith("_tokens"),
+            keys=name.endswith("_keys"), clients=LOW_CLIENTS.get(name.removesuffix("_single")),
+        ))  # fmt: skip
     measured = await run.compare(sides, plan)
-    for r in measured:
-        r.ceiling_rps, r.ceiling_pct = best, round(100 * r.rps / best, 1)
-        say(f"{r.scenario}: {r.rps:.0f}/s ({r.ceiling_pct}% of the database ceiling)")
+    for r, side in zip(measured, sides, strict=True):
+        r.extra = {**r.extra, "groups": await run.group_sizes(url, side.events)}
+        if best is not None:
+            r.ceiling_rps, r.ceiling_pct = best, round(100 * r.rps / best, 1)
+        share = "" if best is None else f" ({r.ceiling_pct}% of the database ceiling)"
+        say(f"{r.scenario}: {r.rps:.0f}/s{share}; groups {groups_text(r)}")
     return rows + measured
 
 
@@ -190,6 +228,14 @@ async def read_scenarios(url: str, plan: Plan, seed: run.Seed) -> list[Row]:
     return rows
 
 
+def groups_text(r: Row) -> str:
+    """Group sizes as "mean/p99/max", or "-" for a scenario that registers nobody."""
+    g = r.extra.get("groups")
+    if not g or not g.get("groups"):
+        return "-"
+    return f"{g['mean']:.1f}/{g['p99']}/{g['max']}"
+
+
 def rush_correct(r: Row) -> bool:
     e = r.extra
     return bool(
@@ -199,11 +245,14 @@ def rush_correct(r: Row) -> bool:
 
 
 def relate(rows: dict[str, Row]) -> None:
-    """Each paired scenario's throughput as a share of its partner's (extra.vs_pct)."""
+    """Each paired scenario's throughput and median latency as a share of its partner's
+    (extra.vs_pct, extra.p50_pct)."""
     for name, base in BESIDE.items():
         if name in rows and base in rows:
-            pct = round(100 * rows[name].rps / max(rows[base].rps, 1e-9), 1)
-            rows[name].extra = {**rows[name].extra, "vs": base, "vs_pct": pct}
+            r, b = rows[name], rows[base]
+            pct = round(100 * r.rps / max(b.rps, 1e-9), 1)
+            p50 = round(100 * r.p50_ms / max(b.p50_ms, 1e-9), 1)
+            r.extra = {**r.extra, "vs": base, "vs_pct": pct, "p50_pct": p50}
 
 
 def targets_of(rows: dict[str, Row]) -> dict[str, bool]:
@@ -213,19 +262,36 @@ def targets_of(rows: dict[str, Row]) -> dict[str, bool]:
         if paired is not None and "vs_pct" in paired.extra:
             name = f"{base}_tokens >= {100 - budget}% of {base} (authentication costs <= {budget}%)"
             targets[name] = paired.extra["vs_pct"] >= 100 - budget
-    if "hot" in rows:
-        targets["hot >= 70% of the database ceiling"] = (rows["hot"].ceiling_pct or 0) >= 70
+    targets.update(group_targets(rows))
     if "spread" in rows:
         targets["spread >= 50% of the database ceiling"] = (rows["spread"].ceiling_pct or 0) >= 50
     if "read_one" in rows:
         ok = rows["read_one"].rps >= 5000 and rows["read_one"].workers == 1
         targets["read_one >= 5,000 req/s with 1 worker"] = ok
+    for name, r in rows.items():
+        targets[f"{name}: no errors"] = not r.errors
+    return targets
+
+
+def group_targets(rows: dict[str, Row]) -> dict[str, bool]:
+    """Issue 12 (group admission) and issue 11 (keys) in numbers."""
+    targets: dict[str, bool] = {}
+    if "hot" in rows:
+        name = f"hot >= {HOT_VS_CEILING}x the single-transaction database ceiling"
+        targets[name] = (rows["hot"].ceiling_pct or 0) >= 100 * HOT_VS_CEILING
+        if "spread" in rows:
+            targets["hot >= spread"] = rows["hot"].rps >= rows["spread"].rps
     if "rush" in rows:
         e = rows["rush"].extra
         targets["rush: exactly 500 sold"] = e["sold"] == run.RUSH_SEATS
-        targets["rush: all 2,000 answered within 2 s"] = e["all_answered_s"] <= 2.0
-    for name, r in rows.items():
-        targets[f"{name}: no errors"] = not r.errors
+        targets["rush: all 2,000 answered within 0.5 s"] = e["all_answered_s"] <= 0.5
+    for low in LOW_CLIENTS:
+        if low in rows and "p50_pct" in rows[low].extra:
+            name = f"{low}: p50 with group admission <= {LOW_P50_PCT}% of without"
+            targets[name] = rows[low].extra["p50_pct"] <= LOW_P50_PCT
+    if "hot_keys" in rows and "vs_pct" in rows["hot_keys"].extra:
+        name = f"hot_keys >= {100 - KEYS_BUDGET_PCT}% of hot (keys cost <= {KEYS_BUDGET_PCT}%)"
+        targets[name] = rows["hot_keys"].extra["vs_pct"] >= 100 - KEYS_BUDGET_PCT
     return targets
 
 
@@ -237,22 +303,23 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 def table(result: Result) -> str:
     head = ("scenario", "workers", "clients", "req/s", "p50 ms", "p95 ms", "p99 ms",
-            "errors", "peak RSS MB", "% of DB")  # fmt: skip
+            "errors", "peak RSS MB", "% of DB", "group mean/p99/max")  # fmt: skip
     lines = [head]
     for r in result.rows:
         errors = ", ".join(f"{k}: {v}" for k, v in r.errors.items()) or "0"
         lines.append((
             r.scenario, str(r.workers or "-"), str(r.clients), fmt(r.rps, 0), fmt(r.p50_ms, 2),
             fmt(r.p95_ms, 2), fmt(r.p99_ms, 2), errors, fmt(r.peak_rss_mb),
-            fmt(r.ceiling_pct) + ("%" if r.ceiling_pct is not None else ""),
+            fmt(r.ceiling_pct) + ("%" if r.ceiling_pct is not None else ""), groups_text(r),
         ))  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths,
            strict=True))) for line in lines]  # fmt: skip
     out.insert(1, "  ".join("-" * w for w in widths))
-    out += [rush_line(r) for r in result.rows if r.scenario == "rush"]
+    out += [rush_line(r) for r in result.rows if r.scenario.startswith("rush")]
     by_name = {r.scenario: r for r in result.rows}
     out += [beside_line(r, by_name[r.extra["vs"]]) for r in result.rows if "vs" in r.extra]
+    out += [chart_line(p) for p in result.sweep]
     p = result.plan
     out.append(f"server: {p['workers']} worker(s) x {pool_of(p['workers'], p['pool_max'])} "
                f"pooled connections for writes, {p['read_workers']} x "
@@ -276,7 +343,8 @@ def beside_line(r: Row, base: Row) -> str:
     gzip what it saves on the wire."""
     line = (
         f"{r.scenario}: {fmt(r.rps, 0)}/s = {r.extra['vs_pct']}% of {base.scenario} "
-        f"({fmt(base.rps, 0)}/s); p50 {fmt(r.p50_ms, 2)} ms vs {fmt(base.p50_ms, 2)} ms"
+        f"({fmt(base.rps, 0)}/s); p50 {fmt(r.p50_ms, 2)} ms vs {fmt(base.p50_ms, 2)} ms "
+        f"({r.extra['p50_pct']}%), p99 {fmt(r.p99_ms, 2)} ms vs {fmt(base.p99_ms, 2)} ms"
     )
     if "body_bytes" in r.extra and "body_bytes" in base.extra:
         line += (
@@ -289,10 +357,30 @@ def beside_line(r: Row, base: Row) -> str:
 def rush_line(r: Row) -> str:
     e = r.extra
     return (
-        f"rush: {e['sold']} of {e['seats']} seats sold to {r.clients} clients; sold out after "
-        f"{fmt(e['sold_out_s'], 3)} s, all answered after {fmt(e['all_answered_s'], 3)} s; "
-        f"database: {e['db_active_registrations']} active, {e['db_available_seats']} left"
+        f"{r.scenario}: {e['sold']} of {e['seats']} seats sold to {r.clients} clients; sold "
+        f"out after {fmt(e['sold_out_s'], 3)} s, all answered after "
+        f"{fmt(e['all_answered_s'], 3)} s; database: {e['db_active_registrations']} active, "
+        f"{e['db_available_seats']} left; groups {groups_text(r)} (mean/p99/max)"
     )
+
+
+def chart_line(p: dict[str, Any]) -> str:
+    on, off = p["on_groups"], p["off_groups"]
+    return (
+        f"chart, {p['clients']} clients: on {fmt(p['on'], 0)}/s (groups mean "
+        f"{on.get('mean', 0):.1f}, p50 {fmt(p['on_p50_ms'], 2)} ms), off {fmt(p['off'], 0)}/s "
+        f"(groups mean {off.get('mean', 0):.1f}, p50 {fmt(p['off_p50_ms'], 2)} ms)"
+    )
+
+
+def write_chart(result: Result, path: Path) -> None:
+    """The sweep's SVG at `path` and its points beside it (.json), with the machine's load."""
+    title = f"hot: one event, {result.plan['workers']} workers, registrations/s"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(chart.svg(result.sweep, title))
+    data = {"started_at": result.started_at, "machine": result.machine, "points": result.sweep}
+    path.with_suffix(".json").write_bytes(msgspec.json.format(msgspec.json.encode(data)))
+    say(f"wrote {path} and {path.with_suffix('.json')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(result))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_bytes(msgspec.json.format(msgspec.json.encode(result)))
+    if result.sweep:
+        write_chart(result, args.chart_svg)
     say(f"wrote {args.json} ({time.monotonic() - t0:.0f} s in all)")
     return 0 if all(result.correct.values()) else 1
 

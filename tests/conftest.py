@@ -27,6 +27,10 @@ from eventreg import migrate
 from eventreg.app import create_app
 from eventreg.config import Settings
 from eventreg.pgcluster import Cluster
+from eventreg.ticketcodes import b64url
+
+# The apps under test sign ticket codes with this key, so tests can sign codes too (issue 9).
+TICKET_SEED = b64url(bytes(range(32)))
 
 
 def _with_database(url: str, name: str) -> str:
@@ -99,7 +103,7 @@ def module_database_url(admin_url: str, template_db: str) -> Iterator[str]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, pool_max_size=20)
+    return Settings(database_url=database_url, pool_max_size=20, ticket_signing_key=TICKET_SEED)
 
 
 @pytest.fixture
@@ -120,6 +124,7 @@ async def tokens_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
         auth_mode="tokens",
         rate_signup_per_minute=0,
         rate_register_per_minute=0,
+        ticket_signing_key=TICKET_SEED,
     )
     async with LifespanManager(create_app(settings)) as manager:
         transport = httpx.ASGITransport(app=manager.app)

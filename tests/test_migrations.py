@@ -16,6 +16,7 @@ Db: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
 def test_rollback_then_reapply(database_url: str) -> None:
     rolled = migrate.rollback_all(database_url)
     assert rolled == [
+        "0009.tickets",
         "0008.waitlist",
         "0007.idempotency",
         "0006.tokens",

@@ -21,6 +21,7 @@ from eventreg.errors import HANDLERS
 from eventreg.ratelimit import RateLimit
 from eventreg.routes import ROUTES
 from eventreg.routes.admission import Groups
+from eventreg.ticketcodes import Keyring, load_keyring
 from eventreg.tokencache import TokenCache
 
 log = logging.getLogger("eventreg")
@@ -69,7 +70,19 @@ def app_state(pool: asyncpg.Pool[asyncpg.Record], settings: Settings) -> AppStat
         "signups": RateLimit(settings.rate_signup_per_minute),
         "attempts": RateLimit(settings.rate_register_per_minute),
         "groups": Groups(settings.group_max, stall=settings.lock_timeout_ms / 1000 or 1.0),
+        "tickets": keyring(settings),
     }
+
+
+def keyring(settings: Settings) -> Keyring:
+    """The ticket keys; a configuration that cannot be used stops the start, readably."""
+    try:
+        return load_keyring(
+            settings.ticket_signing_key, settings.ticket_key_file, settings.ticket_key_create,
+            settings.ticket_retired_keys,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise SystemExit(f"ticket keys: {exc}") from None
 
 
 SWEEP_BATCH, SWEEP_BATCHES = 1000, 20  # at most 20,000 expired keys a round, 1,000 a statement

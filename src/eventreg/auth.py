@@ -14,9 +14,9 @@ from typing import Any
 
 from starlette.requests import Request
 
-from eventreg.caller import ANONYMOUS, OPEN, Access, Caller
+from eventreg.caller import ANONYMOUS, DOOR, OPEN, Access, Caller
 from eventreg.db import AppState, connection, tokens
-from eventreg.errors import InvalidToken, MissingToken, RateLimited
+from eventreg.errors import Forbidden, InvalidToken, MissingToken, RateLimited
 from eventreg.ratelimit import RateLimit, retry_after
 
 log = logging.getLogger("eventreg")
@@ -38,6 +38,8 @@ async def authenticate(request: Request[AppState], access: Access) -> Caller:
     caller = await _lookup(state, tokens.digest(secret.strip()))
     if caller is None:  # never echo the token: it may be a real one, mistyped
         raise InvalidToken("the token is unknown, expired or revoked")
+    if caller.door and DOOR not in access.who:  # issue 9: a door token's one power
+        raise Forbidden("a door token only checks tickets in at its event")
     return caller
 
 
@@ -66,7 +68,10 @@ async def _ask_database(state: AppState, digest: bytes) -> Caller | None:
     if found is None:
         cache.put(digest, None, None)
         return None
-    caller = Caller(user_id=found.user_id, role=found.role, token_id=found.token_id)
+    caller = Caller(
+        user_id=found.user_id, role=found.role, token_id=found.token_id,
+        check_in_event_id=found.check_in_event_id,  # issue 9: door tokens
+    )  # fmt: skip
     cache.put(digest, caller, found.expires_at)
     cache.used.add(found.token_id)
     return caller

@@ -14,7 +14,8 @@ import os
 import re
 import textwrap
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -59,6 +60,13 @@ class Settings:
     max_connections: int = 800
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
+    # Tickets (eventreg.ticketcodes): the signing key as its base64url seed, or a PEM file
+    # (made when missing if `ticket_key_create`); retired public keys that still verify.
+    # None of them set: the app makes a key of its own at start (tests).
+    ticket_signing_key: str = field(default="", repr=False)
+    ticket_key_file: str = ""
+    ticket_key_create: bool = False
+    ticket_retired_keys: tuple[str, ...] = ()
     # Read by `python -m eventreg serve` only, not by the app.
     host: str = "127.0.0.1"
     port: int = 8080
@@ -80,7 +88,32 @@ class Settings:
                 f"EVENTREG_AUTH=open is refused with HOST {values['host']!r}: anyone who can"
                 " reach it could do anything; use EVENTREG_AUTH=tokens or a loopback HOST"
             )
+        values["ticket_key_file"], values["ticket_key_create"] = ticket_key_file(values, env)
         return Settings(**values)
+
+
+TICKET_KEY_NAME = "ticket-key.pem"  # make run's signing key, beside its database in .data/
+
+
+def ticket_key_file(values: Mapping[str, Any], env: Mapping[str, str]) -> tuple[str, bool]:
+    """Where the ticket signing key comes from: (key file, make it when missing).
+
+    TICKET_SIGNING_KEY (the key itself) wins, then TICKET_KEY_FILE (which must exist). With
+    neither, a server on a loopback HOST keeps its own key in EVENTREG_DATA_DIR (made on
+    first start); any other HOST is refused, because several hosts that each made their own
+    key would refuse each other's tickets.
+    """
+    if values["ticket_signing_key"]:
+        return "", False
+    if values["ticket_key_file"]:
+        return values["ticket_key_file"], False
+    if not is_loopback(values["host"]):
+        raise ConfigError(
+            f"HOST {values['host']!r} needs TICKET_KEY_FILE or TICKET_SIGNING_KEY: every API"
+            " host must sign tickets with the same key (README: Tickets and check-in)"
+        )
+    data = Path(env.get("EVENTREG_DATA_DIR") or ".data").resolve()
+    return str(data / TICKET_KEY_NAME), True
 
 
 def is_loopback(host: str) -> bool:
@@ -179,11 +212,29 @@ def _without_password(text: str) -> str:
     return repr(text.replace(f":{password}@", ":***@") if password else text)
 
 
+def _seed(text: str) -> str:
+    """An Ed25519 seed: 32 bytes in base64url, without padding (43 characters)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]", text):
+        raise ValueError(text)
+    return text
+
+
+def _public_keys(text: str) -> tuple[str, ...]:
+    """Comma-separated Ed25519 public keys, each as the key set's `x` shows it."""
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    for key in keys:
+        _seed(key)  # the same shape: 32 bytes in base64url
+    return keys
+
+
 FLAG = Kind("0 or 1", _flag)
 ON_OFF = Kind("on or off", _on_off)
 TEXT = Kind("a host name or IP address", str)
 POSTGRES_URL = Kind("a postgresql:// URL", _postgres_url, _without_password)
 ORIGINS = Kind("comma-separated origins like https://app.example.org (no path), or *", _origins)
+SEED = Kind("a 32-byte key in base64url (43 characters)", _seed, lambda _: "(not shown)")
+PATH = Kind("a file path", str)
+PUBLIC_KEYS = Kind("comma-separated public keys in base64url (43 characters each)", _public_keys)
 
 
 def pool_max_for(workers: int) -> int:
@@ -284,6 +335,18 @@ SPEC: tuple[Var, ...] = (
     Var("MAX_HEADER_BYTES", "max_header_bytes", integer(1024),
         "request line and headers; a larger head gets 431"),
     Var("MAX_HEADERS", "max_headers", integer(1), "header fields; more get 431"),
+    Var("TICKET_SIGNING_KEY", "ticket_signing_key", SEED,
+        "the Ed25519 key that signs ticket codes (its seed: `ticket keygen FILE --seed` "
+        "prints one). Every host must use the same; see [Tickets and check-in]"
+        "(#tickets-and-check-in)", shown="(none)"),
+    Var("TICKET_KEY_FILE", "ticket_key_file", PATH,
+        "a PEM file holding that key instead (`python -m eventreg ticket keygen FILE`); it "
+        "must exist. With neither set, a loopback `HOST` makes and keeps "
+        "`$EVENTREG_DATA_DIR/ticket-key.pem`, and any other `HOST` is refused",
+        shown="`.data/ticket-key.pem` on a loopback `HOST`"),
+    Var("TICKET_RETIRED_KEYS", "ticket_retired_keys", PUBLIC_KEYS,
+        "public keys (as `/.well-known/ticket-keys` shows them) of former signing keys: "
+        "codes they signed stay valid until the key is removed here", shown="(none)"),
     Var("EVENTREG_TEST_HOOKS", "test_hooks", FLAG,
         "`1` enables test-only fault hooks; never set it in production"),
 )  # fmt: skip

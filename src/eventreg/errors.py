@@ -72,6 +72,14 @@ class NotAnOrganizer(Unprocessable):
     code, title = "not_an_organizer", "User is not an organizer"
 
 
+class InvalidTicket(Unprocessable):
+    code, title = "invalid_ticket", "Not a genuine ticket"
+
+
+class ScanInFuture(Unprocessable):
+    code, title = "scan_time_in_future", "Scan time is in the future"
+
+
 class Unauthorized(ApiError):
     status, code, title = 401, "missing_token", "Authentication required"
     headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": 'Bearer realm="eventreg"'}
@@ -137,6 +145,10 @@ class TokenNotFound(NotFound):
     code, title = "token_not_found", "Token not found"
 
 
+class CheckInNotFound(NotFound):
+    code, title = "check_in_not_found", "Ticket is not checked in"
+
+
 class NotRegistered(NotFound):
     code, title = "not_registered", "User is not registered for this event"
 
@@ -175,6 +187,18 @@ class CapacityBelowRegistrations(Conflict):
 
 class OrganizerHasEvents(Conflict):
     code, title = "organizer_has_events", "User organizes live events"
+
+
+class TicketCancelled(Conflict):
+    code, title = "ticket_cancelled", "Ticket was cancelled"
+
+
+class TicketNotIssued(Conflict):
+    code, title = "ticket_not_issued", "Registration holds no seat yet"
+
+
+class WrongEvent(Conflict):
+    code, title = "wrong_event", "Ticket is for another event"
 
 
 class Unavailable(ApiError):

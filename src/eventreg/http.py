@@ -44,6 +44,13 @@ def encode(obj: object) -> bytes:
 
 
 BODY = "eventreg.body"  # the request scope key of a body read before the endpoint ran
+BODY_LIMIT = "eventreg.body_limit"  # an operation's own body limit (a batch upload's)
+
+
+def body_limit(request: Request[Any]) -> int:
+    """MAX_BODY_BYTES, unless the operation has a limit of its own (Operation.max_body)."""
+    own: int | None = request.scope.get(BODY_LIMIT)
+    return own or int(request.state.settings.max_body_bytes)
 
 
 async def read_body(request: Request[Any], limit: int) -> bytes:
@@ -74,7 +81,7 @@ async def read_json(request: Request[Any], type_: type[T]) -> T:
     coding = request.headers.get("content-encoding", "").strip().lower() or "identity"
     if coding != "identity":  # RFC 9110 15.5.16: an unsupported content coding is a 415
         raise UnsupportedMediaType(f"content coding {coding[:40]!r} is not supported")
-    body = await read_body(request, request.state.settings.max_body_bytes)
+    body = await read_body(request, body_limit(request))
     try:
         result: T = msgspec.convert(_json_values.decode(body), type_)
     except msgspec.ValidationError as exc:  # also: an integer literal beyond any int64

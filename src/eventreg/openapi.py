@@ -16,7 +16,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from eventreg.caller import ADMIN, ORGANIZER, SELF
+from eventreg.caller import ADMIN, DOOR, ORGANIZER, SELF
 from eventreg.errors import (
     ApiError,
     BadRequest,
@@ -96,7 +96,7 @@ _NEXT_LINK = {
 
 def document(resources: Sequence[Resource]) -> dict[str, Any]:
     ops = [(r.path, method, op) for r in resources for method, op in r.operations.items()]
-    types = [Problem] + [t for _, _, op in ops for t in (op.body, op.response) if t is not None]
+    types = [Problem] + [t for _, _, op in ops for t in (op.body, _json_response(op)) if t]
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     schema_of = dict(zip(map(_key, types), schemas, strict=True))
     ids = _operation_ids(ops)
@@ -119,6 +119,11 @@ def document(resources: Sequence[Resource]) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": components, "securitySchemes": _SECURITY_SCHEMES},
     }
+
+
+def _json_response(op: Operation) -> Any:
+    """The success body's type when it is JSON (a QR image has no schema of its own)."""
+    return op.response if op.media == JSON else None
 
 
 class Served:
@@ -156,10 +161,8 @@ def _operation(
     schema_of: dict[str, Any],
     by_endpoint: dict[Any, str],
 ) -> dict[str, Any]:
-    success: dict[str, Any] = {
-        "description": op.summary,
-        "content": {JSON: {"schema": schema_of[_key(op.response)]}},
-    }
+    media = {"schema": schema_of[_key(op.response)]} if op.media == JSON else {}
+    success: dict[str, Any] = {"description": op.summary, "content": {op.media: media}}
     headers: dict[str, Any] = {}
     if op.paged:
         headers["Link"] = _NEXT_LINK
@@ -209,7 +212,7 @@ def errors_of(path: str, method: str, op: Operation) -> list[type[ApiError]]:
         found += _BODY_ERRORS
     if _PATH_PARAM.search(path):
         found += [InvalidId, NotFound]  # NotFound: a value with "/" misses the route
-    if op.paged:
+    if op.paged or op.query:
         found.append(InvalidQuery)
     if op.database:
         found.append(Unavailable)
@@ -217,6 +220,8 @@ def errors_of(path: str, method: str, op: Operation) -> list[type[ApiError]]:
     if not op.access.public:
         found.append(MissingToken)
     if op.access.refusal == 403 and any(w in op.access.who for w in (SELF, ORGANIZER, ADMIN)):
+        found.append(Forbidden)
+    if DOOR not in op.access.who:  # a door token is refused everything else (issue 9)
         found.append(Forbidden)
     if op.limited:
         found.append(RateLimited)
@@ -261,6 +266,8 @@ def _parameters(path: str, method: str, op: Operation) -> Iterator[dict[str, Any
             "required": True,
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
         }
+    for name, param in op.query.items():
+        yield {"name": name, "in": "query", **param}
     for name, choices in op.filters.items():
         yield {
             "name": name,

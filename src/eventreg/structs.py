@@ -221,6 +221,133 @@ class Token(Struct, frozen=True):
     last_used_at: Timestamp | None
     revoked_at: Timestamp | None
     token: str | UnsetType = UNSET  # the secret, only in the answer that made it
+    check_in_event_id: int | None = None  # a door token's event; null: an ordinary token
+
+
+# -- tickets and check-in (issue 9) ----------------------------------------------------------
+# Longer than any genuine code (eventreg.ticketcodes); the format itself is checked there,
+# so a malformed code is a 422 invalid_ticket with the reason, not a schema error.
+TicketCode = Annotated[str, Meta(min_length=1, max_length=200)]
+MAX_BATCH = 1000
+CheckInCode = Literal["checked_in", "already_checked_in"]
+ScanSource = Literal["scan", "offline"]
+
+
+class Scan(Struct, frozen=True, forbid_unknown_fields=True):
+    """POST /events/{id}/check-ins: a ticket read at the door now."""
+
+    code: TicketCode
+
+
+class OfflineScan(Struct, frozen=True, forbid_unknown_fields=True):
+    """A scan made while offline, uploaded later: when it was read, by the scanner's clock."""
+
+    code: TicketCode
+    scanned_at: Instant
+
+
+class ScanBatch(Struct, frozen=True, forbid_unknown_fields=True):
+    scans: Annotated[list[OfflineScan], Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class Scanner(Struct, frozen=True):
+    """Who scanned: the token used and its user."""
+
+    token_id: int
+    token_name: str
+    user_id: int
+
+
+class CheckIn(Struct, frozen=True):
+    """A ticket's check-in. `code` says what the scan that got this answer did: the first
+    scan (`checked_in`) or a later one (`already_checked_in`: the time and scanner are the
+    first scan's)."""
+
+    code: CheckInCode
+    id: int
+    registration_id: int
+    event_id: int
+    holder_name: str
+    checked_in_at: Timestamp  # when the first scan read the ticket
+    recorded_at: Timestamp  # when the server stored it
+    source: ScanSource
+    scanned_by: Scanner | None  # null with EVENTREG_AUTH=open
+
+
+class ScanOutcome(Struct, frozen=True, omit_defaults=True):
+    """One item of a batch, in the order sent: a check-in, or the refusal a single scan would
+    get (its status and code), with a sentence for a person."""
+
+    index: int
+    status: int
+    code: str
+    registration_id: int | UnsetType = UNSET
+    check_in: CheckIn | UnsetType = UNSET
+    detail: str | UnsetType = UNSET
+
+
+class BatchResult(Struct, frozen=True):
+    event_id: int
+    checked_in: int  # items whose scan is now their ticket's first scan
+    already_checked_in: int
+    refused: int
+    outcomes: list[ScanOutcome]
+
+
+class CheckInSummary(Struct, frozen=True):
+    """One snapshot: `checked_in` counts active registrations with a live check-in, so it
+    never exceeds `registered`; `not_arrived` is the difference."""
+
+    event_id: int
+    registered: int
+    checked_in: int
+    not_arrived: int
+    as_of: Timestamp
+
+
+class RevokedTickets(Struct, frozen=True):
+    """Registrations of the event cancelled at or after `since` (all of them without it).
+    Pass `next_since` as `since` next time: it lags the clock on purpose (see README), so
+    some ids come twice and none is missed."""
+
+    event_id: int
+    since: Timestamp | None
+    next_since: Timestamp
+    registration_ids: list[int]
+
+
+class Ticket(Struct, frozen=True):
+    registration_id: int
+    code: str
+    status: RegistrationStatus
+    holder_name: str
+    event: Event
+    checked_in_at: Timestamp | None
+    qr_svg: str  # URLs of the code as a QR image
+    qr_png: str
+
+
+class DoorTokenRequest(Struct, frozen=True, forbid_unknown_fields=True):
+    """A door token expires: in 3 days unless said otherwise, in 30 at most (phones get lost)."""
+
+    name: TokenName = ""
+    expires_in_days: Annotated[int, Meta(ge=1, le=30)] = 3
+
+
+class PublicKey(Struct, frozen=True):
+    """An Ed25519 public key as a JSON Web Key (RFC 8037)."""
+
+    kty: Literal["OKP"]
+    crv: Literal["Ed25519"]
+    alg: Literal["EdDSA"]
+    use: Literal["sig"]
+    kid: str
+    x: str
+    status: Literal["current", "retired"]
+
+
+class TicketKeys(Struct, frozen=True):
+    keys: list[PublicKey]
 
 
 # -- small bodies --------------------------------------------------------------------------

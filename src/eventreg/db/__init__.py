@@ -13,6 +13,7 @@ from asyncpg.pool import PoolConnectionProxy
 from eventreg import testhooks
 from eventreg.config import Settings
 from eventreg.ratelimit import RateLimit
+from eventreg.ticketcodes import Keyring
 from eventreg.tokencache import TokenCache
 
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
@@ -28,6 +29,7 @@ class AppState(TypedDict):
     signups: RateLimit  # per client address
     attempts: RateLimit  # registration attempts per user
     groups: Any  # eventreg.routes.admission.Groups (a route-layer object: typed there)
+    tickets: Keyring  # signs ticket codes and verifies them
 
 
 def atomic(conn: Conn) -> AbstractAsyncContextManager[Any]:

@@ -35,12 +35,16 @@ class Found:
     user_id: int
     role: str
     expires_at: datetime | None
+    check_in_event_id: int | None = None  # a door token's event (issue 9)
 
 
 def _new_secret() -> tuple[str, bytes, str]:
     """A secret, its hash, and the prefix kept to tell it apart in lists."""
     secret = PREFIX + secrets.token_urlsafe(32)
     return secret, digest(secret), secret[: len(PREFIX) + SHOWN]
+
+
+new_secret = _new_secret  # door tokens (db/tickets.py) are made the same way
 
 
 async def issue(conn: Conn, user_id: int, request: TokenRequest) -> Token:
@@ -64,7 +68,9 @@ async def authenticate(conn: Conn, secret_digest: bytes) -> Found | None:
     row = await conn.fetchrow(Q["authenticate"], secret_digest)
     if row is None:
         return None
-    return Found(row["id"], row["user_id"], row["role"], row["expires_at"])
+    return Found(
+        row["id"], row["user_id"], row["role"], row["expires_at"], row["check_in_event_id"]
+    )
 
 
 async def touch(conn: Conn, token_ids: list[int]) -> None:

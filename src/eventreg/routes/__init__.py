@@ -22,16 +22,18 @@ from starlette.types import Scope
 
 from eventreg import openapi
 from eventreg.auth import CALLER, authenticate
-from eventreg.caller import ADMIN, ANYONE, ORGANIZER, PUBLIC, SELF, SIGNED_IN, Access
+from eventreg.caller import ADMIN, ANYONE, DOOR, ORGANIZER, PUBLIC, SELF, SIGNED_IN, Access
 from eventreg.errors import (
     AlreadyRegistered,
     ApiError,
     CancellationClosed,
     CapacityBelowRegistrations,
+    CheckInNotFound,
     EmailTaken,
     EventFull,
     EventNotFound,
     Forbidden,
+    InvalidTicket,
     NotAnOrganizer,
     NotRegistered,
     OrganizerHasEvents,
@@ -39,11 +41,20 @@ from eventreg.errors import (
     RegistrationClosed,
     RegistrationNotFound,
     RegistrationNotOpen,
+    ScanInFuture,
+    TicketCancelled,
+    TicketNotIssued,
     TokenNotFound,
     UserNotFound,
+    WrongEvent,
 )
-from eventreg.routes import events, idempotent, meta, registrations, tokens, users
+from eventreg.http import BODY_LIMIT
+from eventreg.routes import events, idempotent, meta, registrations, tickets, tokens, users
 from eventreg.structs import (
+    BatchResult,
+    CheckIn,
+    CheckInSummary,
+    DoorTokenRequest,
     Event,
     EventPatch,
     Health,
@@ -54,6 +65,11 @@ from eventreg.structs import (
     NewUser,
     Registration,
     RegistrationRequest,
+    RevokedTickets,
+    Scan,
+    ScanBatch,
+    Ticket,
+    TicketKeys,
     Token,
     TokenRequest,
     User,
@@ -91,6 +107,9 @@ class Operation:
     filters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # ?name=choice
     own_keys: bool = False  # the endpoint handles Idempotency-Key itself (group admission)
     limited: bool = False  # rate-limited per caller: may answer 429
+    media: str = "application/json"  # the success body's media type (a QR image's differs)
+    max_body: int | None = None  # a body limit of its own instead of MAX_BODY_BYTES
+    query: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # ?name: schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +126,8 @@ class Resource:
         async def dispatch(request: Request[Any]) -> Response:
             op = handlers[request.method]
             request.scope[CALLER] = await authenticate(request, op.access)
+            if op.max_body is not None:
+                request.scope[BODY_LIMIT] = op.max_body
             if not op.own_keys and (key := idempotent.key_of(request)) is not None:
                 return await idempotent.run(request, op.endpoint, key)
             return await op.endpoint(request)
@@ -147,6 +168,25 @@ REGISTRATION_READER = Access(
     note="its user, the event's organizer or an admin; to anyone else it does not exist",
 )  # fmt: skip
 TOKEN_OWNER = Access((SELF, ADMIN), 404, note="the token's user or an admin")
+# Issue 9. A door token is refused everything but these (auth.authenticate).
+AT_THE_DOOR = Access(
+    (ORGANIZER, ADMIN, DOOR), note="the event's organizer, an admin or a door token of the event"
+)
+UNDO_CHECK_IN = Access(
+    (ORGANIZER, ADMIN), 404,
+    note="the event's organizer or an admin; to anyone else the registration does not exist",
+)  # fmt: skip
+_SINCE = {
+    "description": "Only registrations cancelled at or after this time (RFC 3339, with an "
+    "offset); pass the previous answer's `next_since`",
+    "schema": {
+        "type": "string",
+        "format": "date-time",
+        # years 1000-8999, no leap second: what every server clock and library reads
+        "pattern": "^[1-8][0-9]{3}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-5][0-9]"
+        "([.][0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$",
+    },
+}
 
 # Links for the stateful phase of schemathesis. Deletes are not linked: deleting a user or an
 # event cancels its registrations, so a later GET /registrations/{id} is a correct 404 that
@@ -358,6 +398,136 @@ RESOURCES: list[Resource] = [
             Registration,
             errors=(RegistrationNotFound,),
             access=REGISTRATION_READER,
+        ),
+    ),
+]
+_TICKET_ERRORS = (RegistrationNotFound, TicketNotIssued)
+_SCAN_ERRORS = (EventNotFound, Forbidden, InvalidTicket, WrongEvent, TicketCancelled,
+                TicketNotIssued)  # fmt: skip
+RESOURCES += [
+    resource(
+        "/.well-known/ticket-keys",
+        get=Operation(
+            tickets.keys,
+            "The public keys that verify ticket codes (a JSON Web Key Set), for scanners",
+            TicketKeys,
+            database=False,
+        ),
+    ),
+    resource(
+        f"{API}/registrations/{{id}}/ticket",
+        get=Operation(
+            tickets.ticket,
+            "A registration's ticket: its signed code, event, holder and status",
+            Ticket,
+            errors=_TICKET_ERRORS,
+            access=REGISTRATION_READER,
+        ),
+    ),
+    resource(
+        f"{API}/registrations/{{id}}/ticket.svg",
+        get=Operation(
+            tickets.ticket_svg,
+            "The ticket's code as a QR image (SVG)",
+            str,
+            errors=_TICKET_ERRORS,
+            access=REGISTRATION_READER,
+            media="image/svg+xml",
+        ),
+    ),
+    resource(
+        f"{API}/registrations/{{id}}/ticket.png",
+        get=Operation(
+            tickets.ticket_png,
+            "The ticket's code as a QR image (PNG)",
+            bytes,
+            errors=_TICKET_ERRORS,
+            access=REGISTRATION_READER,
+            media="image/png",
+        ),
+    ),
+    resource(
+        f"{API}/registrations/{{id}}/check-in",
+        get=Operation(
+            tickets.get_check_in,
+            "The registration's check-in, if it is checked in",
+            CheckIn,
+            errors=(RegistrationNotFound, CheckInNotFound),
+            access=REGISTRATION_READER,
+        ),
+        delete=Operation(
+            tickets.undo,
+            "Undo a check-in (a mis-scan): the ticket may be scanned again; the row is kept",
+            Message,
+            errors=(RegistrationNotFound, CheckInNotFound),
+            access=UNDO_CHECK_IN,
+        ),
+    ),
+    resource(
+        f"{API}/events/{{id}}/check-ins",
+        post=Operation(
+            tickets.check_in,
+            "Check a ticket in at the door: 201 the first scan, 200 any later one",
+            CheckIn,
+            status=201,
+            body=Scan,
+            errors=_SCAN_ERRORS,
+            access=AT_THE_DOOR,
+            also={200: "Already checked in: the first scan's time and scanner"},
+        ),
+    ),
+    resource(
+        f"{API}/events/{{id}}/check-ins/batch",
+        post=Operation(
+            tickets.upload,
+            "Upload up to 1,000 scans made offline: one outcome per scan, in order; the "
+            "earliest scan of a ticket wins",
+            BatchResult,
+            body=ScanBatch,
+            errors=(*_SCAN_ERRORS, ScanInFuture),
+            access=AT_THE_DOOR,
+            max_body=tickets.BATCH_BODY_BYTES,
+        ),
+    ),
+    resource(
+        f"{API}/events/{{id}}/check-ins/summary",
+        get=Operation(
+            tickets.summary,
+            "Registered, checked in and not yet arrived, from one snapshot",
+            CheckInSummary,
+            errors=(EventNotFound, Forbidden),
+            access=AT_THE_DOOR,
+        ),
+    ),
+    resource(
+        f"{API}/events/{{id}}/check-ins/revoked",
+        get=Operation(
+            tickets.revoked,
+            "Cancelled tickets of the event, for scanners that work offline",
+            RevokedTickets,
+            errors=(EventNotFound, Forbidden),
+            access=AT_THE_DOOR,
+            query={"since": _SINCE},
+        ),
+    ),
+    resource(
+        f"{API}/events/{{id}}/door-tokens",
+        get=Operation(
+            tickets.list_door_tokens,
+            "List the event's door tokens (never their secrets)",
+            list[Token],
+            errors=(EventNotFound, Forbidden),
+            paged=True,
+            access=EVENT_OWNER,
+        ),
+        post=Operation(
+            tickets.issue_door_token,
+            "Make a door token: it checks tickets in at this event and does nothing else",
+            Token,
+            status=201,
+            body=DoorTokenRequest,
+            errors=(EventNotFound, Forbidden),
+            access=EVENT_OWNER,
         ),
     ),
 ]

@@ -24,7 +24,7 @@ from eventreg.db import AppState, Conn, connection, idempotency, tokens
 from eventreg.db.admission import Key
 from eventreg.db.idempotency import Answer
 from eventreg.errors import InvalidIdempotencyKey
-from eventreg.http import BODY, read_body
+from eventreg.http import BODY, body_limit, read_body
 from eventreg.routes.crud import BOUND, Endpoint
 
 HEADER = "idempotency-key"
@@ -46,7 +46,7 @@ async def identify(request: Request[AppState], key: str) -> Key:
     (method, path and body; the body is read here and kept for the endpoint)."""
     caller = caller_of(request)
     scope = f"user:{caller.user_id}" if caller.user_id else f"addr:{_address(request)}"
-    limit = request.state["settings"].max_body_bytes
+    limit = body_limit(request)
     body = request.scope[BODY] = await read_body(request, limit)
     fingerprint = hashlib.sha256(f"{request.method} {request.url.path}\n".encode() + body)
     return Key(scope, key, fingerprint.digest())

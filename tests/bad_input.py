@@ -42,7 +42,8 @@ SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM events),
        -- minute), whatever the request then does
        (SELECT md5(coalesce(string_agg((t.id, t.user_id, t.name, t.secret_hash, t.prefix,
                                         t.created_at, t.expires_at, t.revoked_at)::text,
-                                       '|' ORDER BY id), '')) FROM api_tokens t)
+                                       '|' ORDER BY id), '')) FROM api_tokens t),
+       (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY id), '')) FROM check_ins t)
 """
 
 

@@ -11,34 +11,40 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 import asyncpg
 import httpx
 import pytest
 
-from eventreg.caller import ADMIN, ANYONE, ORGANIZER, SELF, SIGNED_IN, Access
+from eventreg.caller import ADMIN, ANYONE, DOOR, ORGANIZER, SELF, SIGNED_IN, Access
 from eventreg.db import tokens
 from eventreg.routes import RESOURCES, Operation
 from eventreg.structs import TokenRequest
 from tests.bad_input import snapshot
+from tests.tickets import KEYS
 
 Db: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
 API = "/api/v1"
 
 # Who calls. The three dead tokens belong to the owner (revoked, expired) or to a user
 # deleted with psql (token left unrevoked: the lookup must still refuse it).
+# A door token (issue 9) checks tickets in at one event: `door` at `event`, `other_door`
+# at `free_event`; both are refused everything else.
 KINDS = (
     "anonymous", "owner", "other_attendee", "organizer", "other_organizer", "admin",
-    "revoked", "expired", "deleted_user",
+    "revoked", "expired", "deleted_user", "door", "other_door",
 )  # fmt: skip
 DEAD = {"revoked", "expired", "deleted_user"}
+DOORS = {"door", "other_door"}
 
 
 @dataclass(frozen=True, slots=True)
 class World:
-    """The owner holds `registration` at `event`, organized by `organizer`; `free_event`
-    has seats and no registration of the owner's. `owner_token_id` is the owner's token."""
+    """The owner holds `registration` at `event`, organized by `organizer`, and it is
+    checked in; another attendee holds `fresh`, not checked in. `free_event` has seats and no
+    registration of the owner's. `owner_token_id` is the owner's token."""
 
     owner: int
     organizer: int
@@ -47,6 +53,7 @@ class World:
     registration: int
     owner_token_id: int
     secrets: dict[str, str]
+    fresh: int = 0
 
 
 async def _user(db: Db, name: str, role: str = "attendee") -> int:
@@ -74,17 +81,34 @@ async def _token(db: Db, user_id: int) -> tuple[int, str]:
     return made.id, made.token
 
 
+async def _seat(db: Db, event: int, user: int) -> int:
+    registration: int = await db.fetchval(
+        "WITH seat AS (UPDATE events SET available_seats = available_seats - 1 WHERE id = $1)"
+        " INSERT INTO registrations (event_id, user_id) VALUES ($1, $2) RETURNING id",
+        event,
+        user,
+    )
+    return registration
+
+
+async def _door_token(db: Db, user_id: int, event: int) -> str:
+    made, secret = await _token(db, user_id)
+    await db.execute("UPDATE api_tokens SET check_in_event_id = $2 WHERE id = $1", made, event)
+    return secret
+
+
 async def make_world(db: Db) -> World:
     owner, other = await _user(db, "owner"), await _user(db, "other")
     organizer = await _user(db, "organizer", "organizer")
     other_organizer = await _user(db, "other-organizer", "organizer")
     admin, gone = await _user(db, "admin", "admin"), await _user(db, "gone")
     event, free_event = await _event(db, organizer), await _event(db, other_organizer)
-    registration: int = await db.fetchval(
-        "WITH seat AS (UPDATE events SET available_seats = available_seats - 1 WHERE id = $1)"
-        " INSERT INTO registrations (event_id, user_id) VALUES ($1, $2) RETURNING id",
+    registration, fresh = await _seat(db, event, owner), await _seat(db, event, other)
+    await db.execute(
+        "INSERT INTO check_ins (registration_id, event_id, scanned_at, source)"
+        " VALUES ($1, $2, now(), 'scan')",
+        registration,
         event,
-        owner,
     )
     secrets: dict[str, str] = {}
     owner_token_id, secrets["owner"] = await _token(db, owner)
@@ -101,10 +125,13 @@ async def make_world(db: Db) -> World:
         expired_id,
     )
     await db.execute("UPDATE users SET deleted_at = now() WHERE id = $1", gone)
-    return World(owner, organizer, event, free_event, registration, owner_token_id, secrets)
+    secrets["door"] = await _door_token(db, organizer, event)
+    secrets["other_door"] = await _door_token(db, other_organizer, free_event)
+    return World(owner, organizer, event, free_event, registration, owner_token_id, secrets, fresh)
 
 
 Request = tuple[str, Any]  # (path with ids filled in, JSON body or None)
+NOW = datetime.now(UTC).isoformat()
 CASES: dict[tuple[str, str], Callable[[World], Request]] = {
     ("/", "GET"): lambda w: ("/", None),
     ("/health", "GET"): lambda w: ("/health", None),
@@ -155,6 +182,52 @@ CASES: dict[tuple[str, str], Callable[[World], Request]] = {
         f"{API}/registrations/{w.registration}",
         None,
     ),
+    # issue 9
+    ("/.well-known/ticket-keys", "GET"): lambda w: ("/.well-known/ticket-keys", None),
+    (f"{API}/registrations/{{id}}/ticket", "GET"): lambda w: (
+        f"{API}/registrations/{w.registration}/ticket",
+        None,
+    ),
+    (f"{API}/registrations/{{id}}/ticket.svg", "GET"): lambda w: (
+        f"{API}/registrations/{w.registration}/ticket.svg",
+        None,
+    ),
+    (f"{API}/registrations/{{id}}/ticket.png", "GET"): lambda w: (
+        f"{API}/registrations/{w.registration}/ticket.png",
+        None,
+    ),
+    (f"{API}/registrations/{{id}}/check-in", "GET"): lambda w: (
+        f"{API}/registrations/{w.registration}/check-in",
+        None,
+    ),
+    (f"{API}/registrations/{{id}}/check-in", "DELETE"): lambda w: (
+        f"{API}/registrations/{w.registration}/check-in",
+        None,
+    ),
+    (f"{API}/events/{{id}}/check-ins", "POST"): lambda w: (
+        f"{API}/events/{w.event}/check-ins",
+        {"code": KEYS.sign(w.fresh, w.event)},
+    ),
+    (f"{API}/events/{{id}}/check-ins/batch", "POST"): lambda w: (
+        f"{API}/events/{w.event}/check-ins/batch",
+        {"scans": [{"code": KEYS.sign(w.fresh, w.event), "scanned_at": NOW}]},
+    ),
+    (f"{API}/events/{{id}}/check-ins/summary", "GET"): lambda w: (
+        f"{API}/events/{w.event}/check-ins/summary",
+        None,
+    ),
+    (f"{API}/events/{{id}}/check-ins/revoked", "GET"): lambda w: (
+        f"{API}/events/{w.event}/check-ins/revoked",
+        None,
+    ),
+    (f"{API}/events/{{id}}/door-tokens", "GET"): lambda w: (
+        f"{API}/events/{w.event}/door-tokens",
+        None,
+    ),
+    (f"{API}/events/{{id}}/door-tokens", "POST"): lambda w: (
+        f"{API}/events/{w.event}/door-tokens",
+        {"name": "gate"},
+    ),
 }
 OPERATIONS = [(r.path, method, op) for r in RESOURCES for method, op in r.operations.items()]
 
@@ -166,6 +239,8 @@ def test_every_operation_has_a_sweep_case() -> None:
 
 def relations(kind: str) -> set[str]:
     """What a caller of this kind is to the objects of a World."""
+    if kind in DOORS:  # not even "anyone": a door token is good for its door only
+        return {DOOR} if kind == "door" else set()
     found = {ANYONE} if kind == "anonymous" else {ANYONE, SIGNED_IN}
     found |= {"owner": {SELF}, "organizer": {ORGANIZER}, "admin": {ADMIN}}.get(kind, set())
     return found
@@ -175,6 +250,8 @@ def expected(access: Access, op: Operation, kind: str) -> tuple[int, str | None]
     """(status, problem code) the rule promises; code None for a success."""
     if kind in DEAD:
         return 401, "invalid_token"
+    if kind in DOORS and DOOR not in access.who:
+        return 403, "forbidden"
     if relations(kind) & set(access.who):
         return op.status, None
     if kind == "anonymous":

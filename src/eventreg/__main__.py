@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from eventreg import config, devdb, migrate
 from eventreg.config import ConfigError, Settings
@@ -95,6 +96,7 @@ def serve(_: argparse.Namespace) -> None:
     host, port, workers = settings.host, settings.port, settings.workers
     check_listen(host, port)
     _exit_on_sigterm()
+    signing_key(settings)  # before the database: a host without a usable key must not start
     with database(settings.database_url) as url:
         apply_migrations(url)
         os.environ["DATABASE_URL"] = url  # the factory (and every worker) reads it
@@ -111,6 +113,35 @@ def serve(_: argparse.Namespace) -> None:
             # rewrites it from X-Forwarded-* (about 1% of a worker's CPU on a cheap GET).
             proxy_headers=False,
         )  # fmt: skip
+
+
+def signing_key(settings: Settings) -> None:
+    """Say which key signs tickets; on a loopback host without one, make it on first start
+    in the data directory and keep it (every worker then reads that file)."""
+    from eventreg.app import keyring
+    from eventreg.ticketcodes import create_key_file
+
+    path = settings.ticket_key_file
+    if settings.ticket_key_create and create_key_file(Path(path)):
+        say(f"made a ticket signing key: {path} (keep it: the tickets it signed need it)")
+    if path:
+        os.environ["TICKET_KEY_FILE"] = path
+    try:
+        kid = keyring(settings).current_kid
+    except SystemExit as exc:
+        raise ConfigError(str(exc)) from None
+    say(f"tickets are signed with key {kid} from {path or 'TICKET_SIGNING_KEY'}")
+
+
+def ticket(args: argparse.Namespace) -> None:
+    from eventreg import ticketcli
+
+    if args.action == "verify":
+        code = ticketcli.verify(args.code, args.keys)
+    else:
+        code = ticketcli.keygen(args.file, args.if_missing, args.seed)
+    if code:
+        raise SystemExit(code)
 
 
 def migrate_only(_: argparse.Namespace) -> None:
@@ -189,6 +220,13 @@ COMMANDS: dict[str, Command] = {
                      "DATABASE_URL or the embedded PostgreSQL (migrating it first) and print "
                      "it as JSON with its first token, shown this once. Only an admin can "
                      "make another admin through the API, so the first one comes from here."),
+    "ticket": Command(ticket, "check a ticket code offline, or make a signing key",
+                      "ticket verify CODE --keys FILE_OR_URL: check a code against a key set "
+                      "(as /.well-known/ticket-keys serves it, saved to a file or fetched "
+                      "once) with no database; exit 0 genuine, 1 refused with the reason (bad "
+                      "format, unknown key, bad signature), 2 the keys could not be read. "
+                      "ticket keygen FILE [--if-missing] [--seed]: write a new signing key "
+                      "(PEM), never over an existing file, and print its id and public key."),
     "db-stop": Command(db_stop, "stop the embedded PostgreSQL (refused while in use)",
                        "Stop the embedded PostgreSQL. While the eventreg process that started "
                        "it (make run, say) is alive, this refuses with exit code 1, because "
@@ -218,6 +256,16 @@ def parser() -> argparse.ArgumentParser:
     create = actions.add_parser("create", help="create an admin user and print its token")
     create.add_argument("--name", required=True, help="the admin's name")
     create.add_argument("--email", required=True, help="the admin's email, unique among users")
+    tickets = subparsers.choices["ticket"].add_subparsers(
+        metavar="ACTION", dest="action", required=True
+    )
+    check = tickets.add_parser("verify", help="check a ticket code offline")
+    check.add_argument("code")
+    check.add_argument("--keys", required=True, help="a key set file or URL")
+    make = tickets.add_parser("keygen", help="write a new signing key to a PEM file")
+    make.add_argument("file")
+    make.add_argument("--if-missing", action="store_true", help="an existing file is fine")
+    make.add_argument("--seed", action="store_true", help="also print TICKET_SIGNING_KEY")
     return top
 
 

@@ -53,3 +53,22 @@ SELECT count(*)::int AS size
   FROM registrations
  WHERE event_id = ANY($1::bigint[])
  GROUP BY xmin::text;
+
+-- name: seat_users
+-- Issue 9: users $2 take seats at event $1 (a full event of tickets to check in); returns
+-- the registration ids in user order.
+WITH seats AS (
+    UPDATE events SET available_seats = available_seats - cardinality($2::bigint[])
+     WHERE id = $1
+)
+INSERT INTO registrations (event_id, user_id)
+SELECT $1, u FROM unnest($2::bigint[]) WITH ORDINALITY AS t(u, n)
+ ORDER BY n
+RETURNING id;
+
+-- name: check_in_tally
+-- Issue 9: live check-ins at the events $1, and tickets checked in more than once (0).
+SELECT count(*) AS live,
+       count(*) - count(DISTINCT registration_id) AS doubled
+  FROM check_ins
+ WHERE event_id = ANY($1::bigint[]) AND undone_at IS NULL;

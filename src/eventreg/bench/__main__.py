@@ -34,7 +34,7 @@ from eventreg.config import default_pool_max
 
 WRITES: tuple[str, ...] = (
     "hot", "hot_single", "hot_keys", "hot_tokens", "spread",
-    "low_1", "low_1_single", "low_4", "low_4_single", "rush", "rush_single",
+    "low_1", "low_1_single", "low_4", "low_4_single", "rush", "rush_single", "checkin",
 )  # fmt: skip
 READS: tuple[str, ...] = ("read_one", "read_one_tokens", "read_list", "read_list_gzip")
 SCENARIOS = WRITES + READS
@@ -52,7 +52,7 @@ BESIDE = {
 # come right after their database ceiling.
 WRITE_SETS: tuple[tuple[str, ...], ...] = (
     ("hot", "hot_single", "hot_keys", "hot_tokens"), ("spread",), ("low_1", "low_1_single"),
-    ("low_4", "low_4_single"), ("rush",), ("rush_single",),
+    ("low_4", "low_4_single"), ("rush",), ("rush_single",), ("checkin",),
 )  # fmt: skip
 LOW_CLIENTS = {"low_1": 1, "low_4": 4}  # and their _single partners
 HOT_VS_CEILING, LOW_P50_PCT, KEYS_BUDGET_PCT = 3, 105, 10  # issue 12, issue 11
@@ -125,6 +125,11 @@ async def bench(plan: Plan) -> Result:
     for name in ("rush", "rush_single"):
         if name in rows_by:
             correct[f"{name}: no more than 500 sold"] = rush_correct(rows_by[name])
+    if "checkin" in rows_by:
+        e = rows_by["checkin"].extra
+        correct["checkin: every ticket checked in exactly once"] = (
+            e["db_live_check_ins"] == e["tickets"] and e["db_doubled"] == 0
+        )
     return Result(started, dataclasses.asdict(plan), machine, best, rows,
                   targets_of(rows_by), correct, points)  # fmt: skip
 
@@ -146,7 +151,9 @@ async def write_scenarios(url: str, plan: Plan, seed: run.Seed) -> list[Row]:
     chosen = [name for name in WRITES if name in plan.scenarios]
     with contextlib.ExitStack() as stack:
         servers = {
-            mode: stack.enter_context(run.server(url, plan.workers, plan.pool_max, mode))
+            mode: stack.enter_context(
+                run.server(url, plan.workers, plan.pool_max, mode, run.ticket_env(seed))
+            )
             for mode in sorted({run.mode_of(name) for name in chosen})
         }
         for mode, srv in servers.items():
@@ -157,6 +164,10 @@ async def write_scenarios(url: str, plan: Plan, seed: run.Seed) -> list[Row]:
                 (name,) = names
                 rows.append(r := await run.rush(servers[run.mode_of(name)], url, plan, seed, name))
                 say(rush_line(r))
+            elif names == ["checkin"]:
+                rows += await run.checkin(servers["open"], url, plan, seed)
+                say(f"checkin: {rows[-1].rps:.0f}/s ({rows[-1].ceiling_pct}% of the "
+                    f"database's own rate)")  # fmt: skip
             elif names:
                 rows += await registration_set(url, plan, seed, servers, names)
     return rows

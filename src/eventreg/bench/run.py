@@ -13,7 +13,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,10 @@ from eventreg.bench.client import (
     percentile,
     request_bytes,
 )
-from eventreg.db import tokens
+from eventreg.caller import OPEN
+from eventreg.db import Conn, tickets, tokens
 from eventreg.pgcluster import Cluster
+from eventreg.ticketcodes import Keyring, new_private_key, seed_of
 
 Q = sql.load("bench")
 DATABASE = "eventreg_bench"
@@ -39,6 +41,10 @@ HOT_CAPACITY, SPREAD_EVENTS, SPREAD_CAPACITY = 1_000_000, 1000, 1000
 RUSH_CLIENTS, RUSH_SEATS, LIST_EVENTS = 2000, 500, 100
 READ_LIMIT = 500_000  # requests per read scenario, well above what its time allows
 REGISTRATION_STATUSES = (201, 409)
+# Issue 9: five events of 1,000 tickets each, checked in one after another by every client.
+CHECKIN_TICKETS, CHECKIN_EVENTS = 1000, 5
+CHECKIN_STATUSES = (201, 200)
+CHECKIN_TIMEOUT = 120.0  # seconds: a run ends when its tickets do; this only bounds a hang
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +59,7 @@ class Plan:
     pool_max: int | None = None  # DB_POOL_MAX for the server; None: the server's default
     scenarios: tuple[str, ...] = (
         "hot", "hot_single", "hot_keys", "hot_tokens", "spread", "low_1", "low_1_single",
-        "low_4", "low_4_single", "rush", "rush_single",
+        "low_4", "low_4_single", "rush", "rush_single", "checkin",
         "read_one", "read_one_tokens", "read_list", "read_list_gzip",
     )  # fmt: skip
     chart: bool = False  # also sweep hot over CHART_CLIENTS, on and off, and draw it
@@ -133,6 +139,9 @@ class Seed:
     users: list[int]
     run: str
     token_of: dict[int, str]  # user id -> the secret of its one token
+    # Every server of the run signs tickets with this key, so the bench can sign the codes
+    # it scans (issue 9).
+    tickets: Keyring = field(default_factory=lambda: Keyring.of(new_private_key()))
 
     async def events(self, url: str, label: str, count: int, capacity: int) -> list[int]:
         conn = await asyncpg.connect(url)
@@ -350,10 +359,11 @@ MAX_CONNECTIONS = {"MAX_CONNECTIONS": str(RUSH_CLIENTS + 100)}
 
 @contextmanager
 def server(
-    url: str, workers: int, pool_max: int | None, mode: str = "open"
-) -> Iterator[spawn.Server]:
+    url: str, workers: int, pool_max: int | None, mode: str = "open",
+    env: Mapping[str, str] | None = None,
+) -> Iterator[spawn.Server]:  # fmt: skip
     pool = {} if pool_max is None else {"DB_POOL_MAX": str(pool_max)}
-    env = {**MAX_CONNECTIONS, **MODE_ENV[mode], **pool}
+    env = {**MAX_CONNECTIONS, **MODE_ENV[mode], **pool, **(env or {})}
     srv = spawn.start(workers=workers, database_url=url, env=env)
     try:
         yield srv
@@ -543,6 +553,77 @@ async def rush(srv: spawn.Server, url: str, plan: Plan, seed: Seed, name: str = 
         "groups": await group_sizes(url, [event]),
     }  # fmt: skip
     return r
+
+
+# -- check-in (issue 9) ------------------------------------------------------------------------
+def ticket_env(seed: Seed) -> dict[str, str]:
+    """The server's environment for signing with the seed's key."""
+    assert seed.tickets.signing is not None
+    return {"TICKET_SIGNING_KEY": seed_of(seed.tickets.signing)}
+
+
+async def tickets_to_scan(url: str, seed: Seed, label: str) -> list[tuple[int, str]]:
+    """CHECKIN_EVENTS events of CHECKIN_TICKETS seated users each: (event, code) in the
+    order they are scanned, event after event."""
+    events = await seed.events(url, label, CHECKIN_EVENTS, CHECKIN_TICKETS)
+    conn = await asyncpg.connect(url)
+    try:
+        codes = []
+        for event in events:
+            regs = await conn.fetch(Q["seat_users"], event, seed.users[:CHECKIN_TICKETS])
+            codes += [(event, seed.tickets.sign(r["id"], event)) for r in regs]
+        await conn.execute(Q["analyze"])
+    finally:
+        await conn.close()
+    return codes
+
+
+def check_in_request(host: str, codes: list[tuple[int, str]]) -> Requests:
+    def make(i: int) -> bytes:
+        event, code = codes[i]
+        body = b'{"code":"%s"}' % code.encode()
+        return request_bytes("POST", f"/api/v1/events/{event}/check-ins", host, body)
+
+    return make
+
+
+async def checkin(srv: spawn.Server, url: str, plan: Plan, seed: Seed) -> list[Row]:
+    """The database's own rate for the check-in transaction (db.tickets.check_in through 8,
+    then 50 raw connections), then the same over HTTP: each run checks in 5 x 1,000 tickets
+    and is timed from its first scan to its last."""
+    rows = []
+    for conns in (8, 50):
+        codes = await tickets_to_scan(url, seed, f"ceiling checkin {conns}")
+
+        async def work(conn: Conn, i: int, codes: list[tuple[int, str]] = codes) -> None:
+            await tickets.check_in(conn, OPEN, seed.tickets, *codes[i])
+
+        tally = await ceiling.drive_work(url, conns, work, limit=len(codes), warmup=0,
+                                         duration=CHECKIN_TIMEOUT)  # fmt: skip
+        rows.append(row("db_ceiling_checkin", 0, conns, tally, CHECKIN_STATUSES))
+        say(f"database ceiling, checkin, {conns} connections: {rows[-1].rps:.0f}/s")
+    codes = await tickets_to_scan(url, seed, "checkin")
+    host, port = host_port(srv)
+    make = check_in_request(srv.url.removeprefix("http://"), codes)
+    async with rss_peak(srv.pid) as peak:
+        tally = await closed_loop(host, port, plan.clients, make, limit=len(codes), warmup=0,
+                                  duration=CHECKIN_TIMEOUT)  # fmt: skip
+    r = row("checkin", plan.workers, plan.clients, tally, CHECKIN_STATUSES)
+    r.peak_rss_mb = round(peak[0] / 2**20, 1)
+    best = max(c.rps for c in rows)
+    r.ceiling_rps, r.ceiling_pct = best, round(100 * r.rps / best, 1)
+    r.extra = await check_in_tally(url, sorted({event for event, _ in codes}), len(codes))
+    return [*rows, r]
+
+
+async def check_in_tally(url: str, events: list[int], scanned: int) -> dict[str, Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        found = await conn.fetchrow(Q["check_in_tally"], events)
+    finally:
+        await conn.close()
+    assert found is not None
+    return {"tickets": scanned, "db_live_check_ins": found["live"], "db_doubled": found["doubled"]}
 
 
 def say(message: str) -> None:

@@ -317,3 +317,37 @@ async def test_twenty_scanners_one_ticket_one_check_in(
         assert outcomes == [(200, "already_checked_in")] * 19 + [(201, "checked_in")], i
     assert await live_check_ins(db) == 50
     assert await db.fetchval("SELECT count(*) FROM check_ins") == 50
+
+
+async def test_retries_with_an_idempotency_key_are_safe_for_batches_and_door_tokens(
+    tokens_client: httpx.AsyncClient, database_url: str, db: Db
+) -> None:
+    """A batch over 64 KiB with a key replays byte for byte; a replayed door token answer
+    hands out a new secret that is a door token of the same event, never an ordinary one."""
+    door = await make_door(tokens_client, database_url, attendees=2)
+    now = datetime.now(UTC)
+    batch = _scans(*[(door.code(i % 2), now - timedelta(seconds=i)) for i in range(600)])
+    url = f"{API}/events/{door.event}/check-ins/batch"
+    headers = {**bearer(door.door_token), "Idempotency-Key": "upload-1"}
+    first = await tokens_client.post(url, json=batch, headers=headers)
+    assert first.status_code == 200, first.text[:300]
+    assert len(first.request.content) > 64 * 1024
+    again = await tokens_client.post(url, json=batch, headers=headers)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+    made_url = f"{API}/events/{door.event}/door-tokens"
+    key = {**bearer(door.organizer_token), "Idempotency-Key": "door-2"}
+    made = await tokens_client.post(made_url, json={"name": "gate 2"}, headers=key)
+    replay = await tokens_client.post(made_url, json={"name": "gate 2"}, headers=key)
+    assert replay.headers["idempotent-replayed"] == "true"
+    old, new = made.json(), replay.json()
+    assert new["token"] != old["token"]
+    assert new["check_in_event_id"] == door.event
+    assert (await door.scan(tokens_client, door.code(0), old["token"])).status_code == 401
+    assert (await door.scan(tokens_client, door.code(0), new["token"])).status_code == 200
+    elsewhere = await tokens_client.get(f"{API}/events", headers=bearer(new["token"]))
+    assert elsewhere.status_code == 403
+    scopes = await db.fetch(
+        "SELECT check_in_event_id FROM api_tokens WHERE name = 'gate 2' ORDER BY id"
+    )
+    assert [r["check_in_event_id"] for r in scopes] == [door.event, door.event]

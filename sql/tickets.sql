@@ -111,7 +111,7 @@ SELECT (SELECT count(*) FROM registrations
 -- Ids of event $1's registrations cancelled at or after $2 (NULL: ever), and the `since`
 -- to ask with next: the clock minus $3 seconds, because cancelled_at is the cancelling
 -- transaction's start and it may commit later than this read.
-SELECT coalesce(array_agg(id ORDER BY id), '{}') AS ids,
+SELECT coalesce(array_agg(id ORDER BY id), ARRAY[]::bigint[]) AS ids,
        clock_timestamp() - make_interval(secs => $3) AS next_since
   FROM registrations
  WHERE event_id = $1 AND status = 'cancelled'

@@ -25,6 +25,15 @@ ID_PATHS = [
     ("GET", f"{API}/registrations/{{id}}"),
     ("GET", f"{API}/registrations/user/{{id}}"),
     ("GET", f"{API}/registrations/event/{{id}}"),
+    # issue 9
+    ("GET", f"{API}/registrations/{{id}}/ticket"),
+    ("GET", f"{API}/registrations/{{id}}/ticket.svg"),
+    ("GET", f"{API}/registrations/{{id}}/ticket.png"),
+    ("GET", f"{API}/registrations/{{id}}/check-in"),
+    ("DELETE", f"{API}/registrations/{{id}}/check-in"),
+    ("GET", f"{API}/events/{{id}}/check-ins/summary"),
+    ("GET", f"{API}/events/{{id}}/check-ins/revoked"),
+    ("GET", f"{API}/events/{{id}}/door-tokens"),
 ]
 # B11: as sent on the wire (percent-encoded where needed).
 INVALID_IDS = [
@@ -65,7 +74,8 @@ async def test_path_ids(
     for raw in INVALID_IDS:
         response = await send(client, method, template.replace("{id}", raw), body)
         check_problem(response, 400, "invalid_id", operation=(method, template), case=raw)
-    code = NOT_FOUND_CODES[words[-2]]
+    owner = words[words.index("{id}") - 1]  # the collection the id belongs to
+    code = NOT_FOUND_CODES[owner]
     for raw in UNKNOWN_IDS:
         response = await send(client, method, template.replace("{id}", raw), body)
         check_problem(response, 404, code, operation=(method, template), case=raw)

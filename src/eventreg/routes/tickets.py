@@ -54,7 +54,8 @@ async def ticket_png(request: Request[AppState]) -> Response:
 
 def _qr(made: Ticket) -> segno.QRCode:
     """Error correction M (15% of the symbol may be lost): a phone screen's glare or a
-    creased print still scans. The code fits a version 7 symbol (45 x 45 modules)."""
+    creased print still scans. A code fits a version 6 or 7 symbol (41 or 45 modules a
+    side), depending on the length of its ids."""
     return segno.make(made.code, error="m", micro=False)
 
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 import asyncpg
 import httpx
 
+from eventreg.db.tokens import PREFIX, SHOWN, digest
 from tests.reliability.harness import API, Db, History, Op
 
 SNAPSHOT = """
@@ -45,14 +47,32 @@ SELECT c.registration_id, c.event_id, r.event_id AS registration_event, r.status
 """
 
 
+async def door_tokens(db: Db, event: int, n: int) -> list[str]:
+    """`n` door tokens of `event` (its organizer's), stored as the API stores tokens: what
+    scanners at the door hold. Ignored by an API with tokens off."""
+    made = [f"evr_{secrets.token_urlsafe(32)}" for _ in range(n)]
+    await db.execute(
+        """INSERT INTO api_tokens (user_id, secret_hash, prefix, name, check_in_event_id)
+           SELECT e.organizer_id, t.secret_hash, t.prefix, 'door ' || t.n, e.id
+             FROM events e,
+                  unnest($2::bytea[], $3::text[]) WITH ORDINALITY AS t (secret_hash, prefix, n)
+            WHERE e.id = $1""",
+        event,
+        [digest(s) for s in made],
+        [s[: len(PREFIX) + SHOWN] for s in made],
+    )
+    return made
+
+
 async def scan(
     history: History, client: httpx.AsyncClient, code: str, registration: int, event: int,
-    proc: int = 0,
+    proc: int = 0, token: str = "",
 ) -> Op:  # fmt: skip
-    """A live scan, recorded as op `scan` (Op.user holds the registration id)."""
+    """A live scan with a door `token`, recorded as op `scan` (Op.user: the registration)."""
     op = Op(proc, "scan", registration, event, history.now())
     url = f"{API}/events/{event}/check-ins"
-    return await history._call(client, op, "POST", url, json={"code": code})
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return await history._call(client, op, "POST", url, headers=headers, json={"code": code})
 
 
 def check_check_ins(
@@ -100,9 +120,10 @@ class SummarySampler:
 
     def __init__(
         self, database_url: str, events: list[int], client: httpx.AsyncClient | None = None,
-        interval: float = 0.02,
+        interval: float = 0.02, token: str = "",
     ) -> None:  # fmt: skip
         self.database_url, self.events, self.client = database_url, events, client
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.interval = interval
         self.samples = self.http_samples = 0
         self.most_checked_in = 0
@@ -136,7 +157,8 @@ class SummarySampler:
         if self.client is None:
             return
         for event in self.events:
-            body = (await self.client.get(f"{API}/events/{event}/check-ins/summary")).json()
+            url = f"{API}/events/{event}/check-ins/summary"
+            body = (await self.client.get(url, headers=self.headers)).json()
             self._check(event, body["registered"], body["checked_in"], 0, "http")
             if body["not_arrived"] != body["registered"] - body["checked_in"]:
                 self.violations.append(f"CI5 http: {body}")

@@ -1,5 +1,6 @@
 """CI series (issue 9): check-ins against a real uvicorn process, checked by CI1-CI5
-(tests/reliability/checkins.py) and, for the seats, by the harness's I1-I8."""
+(tests/reliability/checkins.py) and, for the seats, by the harness's I1-I8. With tokens on
+(the series' default) the scanners hold door tokens and the cancellers their own tokens."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.conftest import TICKET_SEED
 from tests.reliability.checkins import (
     SummarySampler,
     check_check_ins,
+    door_tokens,
     final_rows,
     scan,
 )
@@ -46,6 +48,7 @@ async def test_a_thousand_tickets_many_scanners_and_cancellations(
     api = await api_factory(TICKET_SIGNING_KEY=TICKET_SEED)
     (event,) = await make_events(tdb, [1000])
     tickets = await seat_everyone(tdb, event, await make_users(tdb, 1000))
+    doors = await door_tokens(tdb, event, 21)  # 20 scanners and the summary's reader
     rng = random.Random(9)
     scans = [r for r in tickets for _ in range(rng.randint(1, 3))]
     rng.shuffle(scans)
@@ -57,14 +60,14 @@ async def test_a_thousand_tickets_many_scanners_and_cancellations(
         async def scanner(proc: int) -> None:
             for registration in queue:
                 code = KEYS.sign(registration, event)
-                await scan(history, client, code, registration, event, proc=proc)
+                await scan(history, client, code, registration, event, proc, doors[proc])
 
         async def canceller(proc: int, mine: list[int]) -> None:
             for registration in mine:
                 await history.cancel(client, tickets[registration][0], event, proc=proc)
 
         async with (
-            SummarySampler(api.database_url, [event], door_view) as summaries,
+            SummarySampler(api.database_url, [event], door_view, token=doors[20]) as summaries,
             Sampler(api.database_url, [event]) as seats,
         ):
             await asyncio.gather(
@@ -93,7 +96,9 @@ async def test_a_thousand_tickets_many_scanners_and_cancellations(
         " WHERE r.status = 'active' AND c.undone_at IS NULL"
     )
     async with api.client() as client:
-        summary = (await client.get(f"/api/v1/events/{event}/check-ins/summary")).json()
+        url = f"/api/v1/events/{event}/check-ins/summary"
+        headers = {"Authorization": f"Bearer {doors[20]}"}
+        summary = (await client.get(url, headers=headers)).json()
     assert (summary["registered"], summary["checked_in"]) == (850, still)
 
 

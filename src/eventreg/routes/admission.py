@@ -50,19 +50,53 @@ class Groups:
         member: Member,
         answer: Callable[[Registration], Answer],
     ) -> Outcome:
+        if not self.running.get(event_id):  # nothing in flight: a group of one, at once
+            return await self._lead(state, event_id, member, answer)
         me = Waiting(member, asyncio.get_running_loop().create_future(), testhooks.ARMED.get())
         # A member whose handler was cancelled never reads its outcome; mark it read.
         me.outcome.add_done_callback(lambda f: f.exception())
-        if not self.running.get(event_id):  # nothing in flight: a group of one, at once
-            self._start(state, event_id, [me], answer)
-        else:  # join the next group, which starts when one in flight ends, or stalls
-            queue = self.waiting.setdefault(event_id, [])
-            queue.append(me)
-            if len(queue) == 1:
-                self.timers[event_id] = asyncio.get_running_loop().call_later(
-                    self.stall, self._next, state, event_id, answer
-                )
+        # Join the next group, which starts when one in flight ends, or stalls.
+        queue = self.waiting.setdefault(event_id, [])
+        queue.append(me)
+        if len(queue) == 1:
+            self.timers[event_id] = asyncio.get_running_loop().call_later(
+                self.stall, self._next, state, event_id, answer
+            )
         return await asyncio.shield(me.outcome)
+
+    async def _lead(
+        self,
+        state: AppState,
+        event_id: int,
+        member: Member,
+        answer: Callable[[Registration], Answer],
+    ) -> Outcome:
+        """A group of one, run in the request's own task: at low load nothing is added to a
+        single registration but this bookkeeping. Others arriving meanwhile gather behind."""
+        self.running[event_id] = self.running.get(event_id, 0) + 1
+        settings = state["settings"]
+        try:
+            async with connection(state) as conn:
+                (outcome,) = await admission.admit(
+                    conn, event_id, [member], answer=answer,
+                    key_ttl=settings.idempotency_ttl_hours * 3600,
+                    lock_wait=settings.lock_timeout_ms / 1000 or None,
+                )  # fmt: skip
+            return outcome
+        except Exception as exc:  # those gathered behind would most likely fail the same way
+            for w in self._take_waiting(event_id):
+                w.outcome.set_exception(exc)
+            raise
+        finally:
+            self._finished(state, event_id, answer)
+
+    def _finished(
+        self, state: AppState, event_id: int, answer: Callable[[Registration], Answer]
+    ) -> None:
+        self.running[event_id] -= 1
+        if not self.running[event_id]:
+            del self.running[event_id]
+        self._next(state, event_id, answer)
 
     def _start(
         self,
@@ -107,10 +141,7 @@ class Groups:
             for w, outcome in zip(group, outcomes, strict=True):
                 w.outcome.set_result(outcome)
         finally:
-            self.running[event_id] -= 1
-            if not self.running[event_id]:
-                del self.running[event_id]
-            self._next(state, event_id, answer)
+            self._finished(state, event_id, answer)
 
     def _take_waiting(self, event_id: int) -> list[Waiting]:
         if (timer := self.timers.pop(event_id, None)) is not None:

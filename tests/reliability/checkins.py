@@ -16,8 +16,6 @@ like harness.Sampler does for I1/I2.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -26,7 +24,7 @@ import asyncpg
 import httpx
 
 from eventreg.db.tokens import PREFIX, SHOWN, digest
-from tests.reliability.harness import API, Db, History, Op
+from tests.reliability.harness import API, Db, History, Op, Periodic
 
 SNAPSHOT = """
 SELECT e.id,
@@ -114,44 +112,24 @@ async def final_rows(db: Db) -> list[asyncpg.Record]:
     return list(await db.fetch(ROWS))
 
 
-class SummarySampler:
-    """A separate session reads CI1 and CI5 in one statement every `interval` s; with a
-    client, it also reads GET …/check-ins/summary, what the door sees."""
+class SummarySampler(Periodic):
+    """CI1 and CI5 in one statement every `interval` s; with a client, it also reads
+    GET …/check-ins/summary, what the door sees."""
 
     def __init__(
         self, database_url: str, events: list[int], client: httpx.AsyncClient | None = None,
         interval: float = 0.02, token: str = "",
     ) -> None:  # fmt: skip
-        self.database_url, self.events, self.client = database_url, events, client
+        super().__init__(database_url, events, interval)
+        self.client = client
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.interval = interval
-        self.samples = self.http_samples = 0
+        self.http_samples = 0
         self.most_checked_in = 0
-        self.violations: list[str] = []
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> SummarySampler:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        self._stop.set()
-        assert self._task is not None
-        await self._task
-
-    async def _run(self) -> None:
-        conn: Db = await asyncpg.connect(self.database_url)
-        try:
-            while not self._stop.is_set():
-                for r in await conn.fetch(SNAPSHOT, self.events):
-                    self._check(r["id"], r["registered"], r["checked_in"], r["doubled"], "db")
-                self.samples += 1
-                await self._sample_http()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.interval)
-        finally:
-            await conn.close()
+    async def sample(self, conn: Db) -> None:
+        for r in await conn.fetch(SNAPSHOT, self.events):
+            self._check(r["id"], r["registered"], r["checked_in"], r["doubled"], "db")
+        await self._sample_http()
 
     async def _sample_http(self) -> None:
         if self.client is None:

@@ -29,7 +29,7 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, Self, TypeAlias
 
 import asyncpg
 import httpx
@@ -443,18 +443,23 @@ SELECT id, capacity, available_seats,
 """
 
 
-class Sampler:
-    """A separate session checks I1/I2 in one statement (one snapshot) every `interval` s."""
+class Periodic:
+    """A check run every `interval` s from a session of its own while load runs: a state
+    that is wrong only for a moment (inside a commit) is caught too. A failed sample (the
+    server restarting) is counted in `errors`, and the next one reconnects."""
 
     def __init__(self, database_url: str, events: Iterable[int], interval: float = 0.02) -> None:
         self.database_url, self.events, self.interval = database_url, list(events), interval
         self.samples = 0
-        self.errors = 0  # samples that failed because the database was down
+        self.errors = 0
         self.violations: list[str] = []
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Sampler:
+    async def sample(self, conn: Db) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run())
         return self
 
@@ -469,8 +474,7 @@ class Sampler:
             try:
                 if conn is None or conn.is_closed():
                     conn = await asyncpg.connect(self.database_url, timeout=1)
-                for r in await conn.fetch(SAMPLE, self.events, timeout=2):
-                    self._check(r)
+                await self.sample(conn)
                 self.samples += 1
             except Exception:  # the server is restarting: count the gap, reconnect
                 self.errors += 1
@@ -482,6 +486,14 @@ class Sampler:
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close(timeout=2)
+
+
+class Sampler(Periodic):
+    """I1/I2 in one statement (one snapshot) every `interval` s."""
+
+    async def sample(self, conn: Db) -> None:
+        for r in await conn.fetch(SAMPLE, self.events, timeout=2):
+            self._check(r)
 
     def _check(self, r: asyncpg.Record) -> None:
         capacity, seats, active = r["capacity"], r["available_seats"], r["active"]

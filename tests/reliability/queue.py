@@ -12,13 +12,9 @@ so a state that is wrong only for a moment (inside a transaction's commit) is ca
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Iterable
 
-import asyncpg
-
-from tests.reliability.harness import Db
+from tests.reliability.harness import Db, Periodic
 
 # One statement: one snapshot of every table it reads.
 QUEUE_CHECK = """
@@ -49,40 +45,9 @@ async def queue_violations(db: Db, events: Iterable[int]) -> list[str]:
     return [f"{r['invariant']}: event {r['event_id']}: {r['detail']}" for r in found]
 
 
-class QueueSampler:
-    """I9-I11 every `interval` s from a session of its own, while load runs."""
+class QueueSampler(Periodic):
+    """I9-I11 every `interval` s, while load runs."""
 
-    def __init__(self, database_url: str, events: Iterable[int], interval: float = 0.02) -> None:
-        self.database_url, self.events, self.interval = database_url, list(events), interval
-        self.samples = 0
-        self.violations: list[str] = []
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> QueueSampler:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        self._stop.set()
-        assert self._task is not None
-        await self._task
-
-    async def _run(self) -> None:
-        conn: Db | None = None
-        while not self._stop.is_set():
-            try:
-                if conn is None or conn.is_closed():
-                    conn = await asyncpg.connect(self.database_url, timeout=1)
-                found = await queue_violations(conn, self.events)
-                self.violations.extend(found[: 50 - len(self.violations)])
-                self.samples += 1
-            except Exception:  # the server is restarting: reconnect and go on
-                if conn is not None:
-                    conn.terminate()
-                conn = None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval)
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=2)
+    async def sample(self, conn: Db) -> None:
+        found = await queue_violations(conn, self.events)
+        self.violations.extend(found[: 50 - len(self.violations)])

@@ -74,14 +74,8 @@ class Groups:
         """A group of one, run in the request's own task: at low load nothing is added to a
         single registration but this bookkeeping. Others arriving meanwhile gather behind."""
         self.running[event_id] = self.running.get(event_id, 0) + 1
-        settings = state["settings"]
         try:
-            async with connection(state) as conn:
-                (outcome,) = await admission.admit(
-                    conn, event_id, [member], answer=answer,
-                    key_ttl=settings.idempotency_ttl_hours * 3600,
-                    lock_wait=settings.lock_timeout_ms / 1000 or None,
-                )  # fmt: skip
+            (outcome,) = await _admit(state, event_id, [member], answer)
             return outcome
         except Exception as exc:  # those gathered behind would most likely fail the same way
             for w in self._take_waiting(event_id):
@@ -119,14 +113,8 @@ class Groups:
         group: list[Waiting],
         answer: Callable[[Registration], Answer],
     ) -> None:
-        settings = state["settings"]
         try:
-            async with connection(state) as conn:
-                outcomes = await admission.admit(
-                    conn, event_id, [w.member for w in group], answer=answer,
-                    key_ttl=settings.idempotency_ttl_hours * 3600,
-                    lock_wait=settings.lock_timeout_ms / 1000 or None,
-                )  # fmt: skip
+            outcomes = await _admit(state, event_id, [w.member for w in group], answer)
         except Exception as exc:  # the transaction failed: every member hears why (503)
             # So do those waiting for the next group: the database that just failed this
             # one would most likely fail theirs, after a second full wait. Told at once,
@@ -162,3 +150,19 @@ class Groups:
                 self.stall, self._next, state, event_id, answer
             )
         self._start(state, event_id, group, answer)
+
+
+async def _admit(
+    state: AppState,
+    event_id: int,
+    members: list[Member],
+    answer: Callable[[Registration], Answer],
+) -> list[Outcome]:
+    """One group's transaction, on a pooled connection."""
+    settings = state["settings"]
+    async with connection(state) as conn:
+        return await admission.admit(
+            conn, event_id, members, answer=answer,
+            key_ttl=settings.idempotency_ttl_hours * 3600,
+            lock_wait=settings.lock_timeout_ms / 1000 or None,
+        )  # fmt: skip

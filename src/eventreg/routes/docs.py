@@ -45,6 +45,7 @@ START = b"""window.ui = SwaggerUIBundle({
   defaultModelsExpandDepth: 0,
   presets: [SwaggerUIBundle.presets.apis],
   layout: "BaseLayout",
+  validatorUrl: null,
 });
 """
 

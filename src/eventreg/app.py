@@ -121,9 +121,10 @@ async def sweep_keys(state: AppState) -> int:
     return total
 
 
-async def sample_pools_forever(state: AppState) -> None:
-    """The pool gauges of /metrics, for this worker, once a second."""
+async def metrics_forever(state: AppState) -> None:
+    """Once a second, this worker's share of /metrics: its request counts, its pools."""
     while True:
+        metrics.TALLY.fold()
         pool_figures(state).publish()
         await asyncio.sleep(1)
 
@@ -149,7 +150,7 @@ def create_app(settings: Settings) -> Starlette:
             )  # fmt: skip
             chores.append(replica.watch_forever())
         if settings.metrics:
-            chores.append(sample_pools_forever(state))
+            chores.append(metrics_forever(state))
         tasks = [asyncio.create_task(chore) for chore in chores]
         try:
             yield state
@@ -163,6 +164,7 @@ def create_app(settings: Settings) -> Starlette:
             await close_pool(pool)
             if logs.REQUESTS is not None:
                 logs.REQUESTS.flush()
+            metrics.TALLY.fold()
             metrics.worker_exits()
 
     app = App(

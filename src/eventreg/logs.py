@@ -19,6 +19,7 @@ import logging
 import logging.config
 import re
 import sys
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,8 +46,30 @@ class Current:
 CURRENT: ContextVar[Current | None] = ContextVar("eventreg_request", default=None)
 
 
+class RequestLine(msgspec.Struct, omit_defaults=True):
+    """A request line's fields, in this order; `code` only for an error answer."""
+
+    time: str
+    request_id: str
+    method: str
+    route: str
+    status: int
+    duration_ms: float
+    user_id: int | None
+    code: str | None = None
+
+
+_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
+
+
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC, to the millisecond, RFC 3339 (`2026-11-29T08:58:24.038Z`); the seconds' part is
+    formatted once a second."""
+    moment = time.time()
+    whole = int(moment)
+    if whole != _second[0]:
+        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_second[1]}.{int((moment - whole) * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -78,7 +101,7 @@ class RequestLines:
         self.pending: list[bytes] = []
         self.scheduled = False
 
-    def write(self, line: dict[str, Any]) -> None:
+    def write(self, line: RequestLine) -> None:
         self.pending.append(_encode(line) + b"\n")
         if not self.scheduled:
             self.scheduled = True

@@ -14,6 +14,7 @@ lookup and an increment, no label parsing.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +102,48 @@ REPLICA_FALLBACKS = Counter(
     "eventreg_db_replica_fallbacks",
     "Replica reads that failed (the replica went away) and were answered from the primary",
 )
+
+
+class RequestTally:
+    """This process's request counts since they were last folded into the metrics above.
+
+    Counting a request straight into prometheus_client takes three locked writes to the
+    shared files (counter, bucket, sum): about 10 µs here, 4% of a cached GET. Here it is
+    two dict updates; `fold()` adds them to the metrics once a second (each worker's
+    `metrics_forever`), before every /metrics answer and at exit. Another worker's answer
+    may therefore lag this one's by up to a second."""
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str, int], int] = {}
+        self.times: dict[tuple[str, str], list[float]] = {}  # bucket counts, then the sum
+
+    def add(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        self.answers[key] = self.answers.get(key, 0) + 1
+        times = self.times.get(key[:2])
+        if times is None:
+            times = self.times[key[:2]] = [0.0] * (len(_BOUNDS) + 1)
+        times[bisect_left(_BOUNDS, seconds)] += 1  # the first bucket with le >= seconds
+        times[-1] += seconds
+
+    def fold(self) -> None:
+        answers, self.answers = self.answers, {}
+        times, self.times = self.times, {}
+        for (route, method, status), count in answers.items():
+            REQUESTS.labels(route, method, str(status)).inc(count)
+        for (route, method), counts in times.items():
+            child = LATENCY.labels(route, method)
+            # prometheus_client has no public call to add n observations to a bucket;
+            # these two attributes are its per-bucket and sum values (a test reads the
+            # text /metrics renders from them).
+            for bucket, observed in zip(child._buckets, counts, strict=False):
+                if observed:
+                    bucket.inc(observed)
+            child._sum.inc(counts[-1])
+
+
+_BOUNDS = (*SECONDS, float("inf"))
+TALLY = RequestTally()  # one per process, like the metrics it feeds
 
 
 def registration(outcome: str, count: int = 1) -> None:

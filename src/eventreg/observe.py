@@ -9,9 +9,9 @@ reaches the db functions (waitlist promotions are counted through it).
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,14 +31,19 @@ def request_id(scope: Scope) -> str:
             if logs.REQUEST_ID.fullmatch(value):
                 return str(value.decode("ascii"))
             break
-    return os.urandom(16).hex()
+    return f"{PROCESS_ID}{next(_numbers):016x}"
+
+
+# New ids: 64 random bits per process, then the process's request count (32 hex digits):
+# unique without a system call per request. They are names, not secrets.
+PROCESS_ID = os.urandom(8).hex()
+_numbers = itertools.count(1)
 
 
 class Observe:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.count = settings.metrics
-        self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,27 +73,15 @@ class Observe:
         template = route.path if route is not None else UNMATCHED
         method = scope["method"] if scope["method"] in METHODS else "OTHER"
         if self.count:
-            self.counted(template, method, status, seconds)
+            metrics.TALLY.add(template, method, status, seconds)
             if current.promoted and status < 400:  # the transaction that promoted committed
                 metrics.registration("promoted", current.promoted)
         if logs.REQUESTS is not None:
             caller = scope.get(CALLER)
-            line = {
-                "time": logs.now(), "request_id": current.request_id, "method": method,
-                "route": template, "status": status, "duration_ms": round(seconds * 1000, 2),
-                "user_id": caller.user_id if caller is not None else None,
-            }  # fmt: skip
-            if current.code is not None:
-                line["code"] = current.code
-            logs.REQUESTS.write(line)
-
-    def counted(self, template: str, method: str, status: int, seconds: float) -> None:
-        key = (template, method, status)
-        children = self.children.get(key)
-        if children is None:
-            children = self.children[key] = (
-                metrics.REQUESTS.labels(template, method, str(status)),
-                metrics.LATENCY.labels(template, method),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+            logs.REQUESTS.write(
+                logs.RequestLine(
+                    logs.now(), current.request_id, method, template, status,
+                    round(seconds * 1000, 2), caller.user_id if caller is not None else None,
+                    current.code,
+                )
+            )  # fmt: skip

@@ -56,6 +56,7 @@ async def metrics_text(request: Request[AppState]) -> Response:
         raise NotFound("metrics are off (METRICS=off)")
     if not caller_of(request).admin:
         raise Forbidden("metrics are for admins")
+    metrics.TALLY.fold()
     pool_figures(state).publish()
     seats = metrics.Seats(await events_on_sale(state))
     body = await asyncio.to_thread(metrics.exposition, seats)

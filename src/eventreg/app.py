@@ -20,7 +20,7 @@ from eventreg import logs, metrics
 from eventreg.auth import record_use, record_use_forever
 from eventreg.config import Settings
 from eventreg.db import AppState, connection, idempotency, pool_figures
-from eventreg.db.replica import Replica
+from eventreg.db.replica import Replica, Watch
 from eventreg.errors import HANDLERS
 from eventreg.observe import Observe
 from eventreg.ratelimit import RateLimit
@@ -144,8 +144,10 @@ def create_app(settings: Settings) -> Starlette:
         state = app_state(pool, settings)
         chores = [sweep_keys_forever(state), record_use_forever(state)]
         if settings.database_read_url:
+            watch = {**server_settings(settings), "application_name": "eventreg-watch"}
             replica = state["replica"] = Replica(
-                await create_pool(settings, settings.database_read_url), pool,
+                await create_pool(settings, settings.database_read_url),
+                Watch(settings.database_url, watch), Watch(settings.database_read_url, watch),
                 settings.read_max_lag_ms,
             )  # fmt: skip
             chores.append(replica.watch_forever())
@@ -160,7 +162,7 @@ def create_app(settings: Settings) -> Starlette:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(record_use(state), timeout=2)
             if state["replica"] is not None:
-                await close_pool(state["replica"].pool)
+                await state["replica"].close()
             await close_pool(pool)
             if logs.REQUESTS is not None:
                 logs.REQUESTS.flush()

@@ -16,6 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from typing import Any
+
+import asyncpg
 
 from eventreg import metrics, sql
 from eventreg.db import Pool
@@ -28,10 +31,17 @@ ASK_TIMEOUT = 1.0  # seconds for each of the two position queries
 
 
 class Replica:
-    """One worker's read pool and what it knows of the replica's progress."""
+    """One worker's read pool and what it knows of the replica's progress.
 
-    def __init__(self, pool: Pool, primary: Pool, max_lag_ms: int) -> None:
-        self.pool, self.primary = pool, primary
+    The two position queries run on connections of their own (`Watch`), not the pools': in
+    a rush the primary's pool is full, and a watch queued behind the rush would take the
+    catalogue reads off the replica exactly when they matter most."""
+
+    def __init__(
+        self, pool: Pool, primary: Watch, replica: Watch, max_lag_ms: int
+    ) -> None:  # fmt: skip
+        self.pool = pool
+        self.watching = (primary, replica)
         self.max_lag = max_lag_ms / 1000
         self.every = min(0.2, self.max_lag / 5)
         self.caught_up_at: float | None = None  # loop time; None: nothing is known
@@ -61,14 +71,10 @@ class Replica:
             await asyncio.sleep(self.every)
 
     async def check(self) -> None:
-        loop = asyncio.get_running_loop()
-        asked = loop.time()
-        async with self.primary.acquire(timeout=ASK_TIMEOUT) as conn:
-            position = await conn.fetchval(Q["wal_position"], timeout=ASK_TIMEOUT)
-        self.noted.append((asked, position))
-        async with self.pool.acquire(timeout=ASK_TIMEOUT) as conn:
-            row = await conn.fetchrow(Q["replay_position"], timeout=ASK_TIMEOUT)
-        assert row is not None
+        primary, replica = self.watching
+        asked = asyncio.get_running_loop().time()
+        self.noted.append((asked, await primary.value(Q["wal_position"])))
+        row = await replica.row(Q["replay_position"])
         if not row["standby"]:
             raise RuntimeError("DATABASE_READ_URL is not a standby (promoted?); not reading it")
         while self.noted and self.noted[0][1] <= row["replayed"]:
@@ -77,7 +83,45 @@ class Replica:
             log.warning("the read replica is caught up again; reads go to it")
             self.trouble = None
 
+    async def close(self) -> None:
+        for watch in self.watching:
+            await watch.close()
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout=10)
+        except TimeoutError:
+            self.pool.terminate()
+
     def _troubled(self, why: str) -> None:
         if self.trouble is None:
             log.warning("the read replica is not used, reads go to the primary: %s", why)
         self.trouble = why
+
+
+class Watch:
+    """One connection for the lag watch, opened when first needed and again after a
+    failure; every step bounded by ASK_TIMEOUT."""
+
+    def __init__(self, url: str, settings: dict[str, str]) -> None:
+        self.url, self.settings = url, settings
+        self.conn: asyncpg.Connection[asyncpg.Record] | None = None
+
+    async def value(self, query: str) -> Any:
+        return (await self.row(query))[0]
+
+    async def row(self, query: str) -> asyncpg.Record:
+        try:
+            if self.conn is None or self.conn.is_closed():
+                self.conn = await asyncpg.connect(
+                    self.url, timeout=ASK_TIMEOUT, server_settings=self.settings
+                )
+            row = await self.conn.fetchrow(query, timeout=ASK_TIMEOUT)
+        except BaseException:
+            await self.close()
+            raise
+        assert row is not None
+        return row
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            self.conn.terminate()
+            self.conn = None

@@ -29,6 +29,7 @@ from tests.reliability.harness import (
     make_events,
     make_users,
     read_final,
+    sign_in,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -40,9 +41,17 @@ async def hosts(api_factory: ApiFactory) -> list[ApiProcess]:
 
 
 @asynccontextmanager
-async def clients(hosts: Sequence[ApiProcess]) -> AsyncIterator[list[httpx.AsyncClient]]:
+async def clients(
+    hosts: Sequence[ApiProcess], users: Sequence[int] = ()
+) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """A client per host; with tokens on, `users` have used their tokens on each host
+    first (harness.sign_in), so the storms that assert exact outcomes race for seats, not
+    for token lookups."""
     async with AsyncExitStack() as stack:
-        yield [await stack.enter_async_context(h.client()) for h in hosts]
+        found = [await stack.enter_async_context(h.client()) for h in hosts]
+        for host, client in zip(hosts, found, strict=True):
+            await sign_in(host, client, users)
+        yield found
 
 
 async def verify_hosts(
@@ -75,7 +84,10 @@ async def test_last_seat_race_across_hosts(hosts: list[ApiProcess], tdb: Db) -> 
     events = await make_events(tdb, [1] * 8)
     users = await make_users(tdb, 50)
     history = History()
-    async with clients(hosts) as (a, b), Sampler(hosts[0].database_url, events) as sampler:
+    async with (
+        clients(hosts, users) as (a, b),
+        Sampler(hosts[0].database_url, events) as sampler,
+    ):
         for event in events:
             ops = await asyncio.gather(
                 *(history.register((a, b)[i % 2], u, event) for i, u in enumerate(users))
@@ -92,7 +104,7 @@ async def test_duplicate_storm_across_hosts(hosts: list[ApiProcess], tdb: Db) ->
     """H2: one user, one event, 200 POSTs split over both hosts: one seat, one row."""
     (event,), (user,) = await make_events(tdb, [50]), await make_users(tdb, 1)
     history = History()
-    async with clients(hosts) as (a, b):
+    async with clients(hosts, [user]) as (a, b):
         await asyncio.gather(*(history.register((a, b)[i % 2], user, event) for i in range(200)))
     assert history.codes() == {(201, None): 1, (409, "already_registered"): 199}
     final = await read_final(tdb)

@@ -26,7 +26,16 @@ import pytest
 
 from eventreg.pgcluster import Cluster
 from tests.reliability.conftest import FaultPg
-from tests.reliability.harness import ApiFactory, ApiProcess, Db, make_events, make_users
+from tests.reliability.harness import (
+    ApiFactory,
+    ApiProcess,
+    Db,
+    bearer,
+    give_tokens,
+    make_events,
+    make_users,
+    organizer_of,
+)
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(120)]
 API = "/api/v1"
@@ -79,7 +88,19 @@ async def api(api_factory: ApiFactory, standby: Cluster, target_url: str, sdb: D
     )
 
 
+@pytest.fixture
+async def admin(tdb: Db) -> int:
+    """An admin holding a token (harness.bearer): /metrics is for admins with tokens on."""
+    user: int = await tdb.fetchval(
+        "INSERT INTO users (name, email, role) VALUES ('Ops', 'ops@example.org', 'admin')"
+        " RETURNING id"
+    )
+    await give_tokens(tdb, [user])
+    return user
+
+
 async def metric(client: httpx.AsyncClient, name: str) -> float:
+    """A value from /metrics; the client sends the admin's token by default."""
     text = (await client.get("/metrics")).text
     found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
     assert found, name
@@ -103,19 +124,23 @@ async def read_sessions(sdb: Db) -> int:
 
 
 async def test_reads_are_served_by_the_standby_within_the_bound(
-    api: ApiProcess, tdb: Db, sdb: Db
+    api: ApiProcess, tdb: Db, sdb: Db, admin: int
 ) -> None:
     """RR1: the replica answers event reads; paused, it is used only while the write it
     misses is younger than the bound; after that the primary answers; resumed, the
     replica is used again."""
     (event,) = await make_events(tdb, [10])
+    organizer = bearer(await organizer_of(tdb, event))
     async with api.client() as client:
+        client.headers.update(bearer(admin))  # for /metrics; a request's own token wins
         await wait_for_metric(client, "eventreg_db_replica_usable", 1)
         assert (await client.get(f"{API}/events/{event}")).status_code == 200
         assert await read_sessions(sdb) >= 1  # the read pool's connection is on the standby
         await sdb.execute("SELECT pg_wal_replay_pause()")
         try:
-            patched = await client.patch(f"{API}/events/{event}", json={"title": "Renamed"})
+            patched = await client.patch(
+                f"{API}/events/{event}", json={"title": "Renamed"}, headers=organizer
+            )
             acked = time.monotonic()
             assert patched.status_code == 200
             reads: list[tuple[float, str]] = []
@@ -138,40 +163,49 @@ async def test_reads_are_served_by_the_standby_within_the_bound(
         assert (await client.get(f"{API}/events/{event}")).json()["title"] == "Renamed"
 
 
-async def test_seats_are_decided_on_the_primary(api: ApiProcess, tdb: Db, sdb: Db) -> None:
+async def test_seats_are_decided_on_the_primary(
+    api: ApiProcess, tdb: Db, sdb: Db, admin: int
+) -> None:
     """RR2: with the standby paused (still showing a free seat), a registration for the
     taken last seat is refused, and a just-made registration is readable at once: the
     routes that decide or read one's own data never use the replica."""
     (event,), (first, second) = await make_events(tdb, [1]), await make_users(tdb, 2)
     async with api.client() as client:
+        client.headers.update(bearer(admin))  # for /metrics; a request's own token wins
         await wait_for_metric(client, "eventreg_db_replica_usable", 1)
         await sdb.execute("SELECT pg_wal_replay_pause()")
         try:
             made = await client.post(
-                f"{API}/registrations", json={"user_id": first, "event_id": event}
-            )
+                f"{API}/registrations", json={"user_id": first, "event_id": event},
+                headers=bearer(first),
+            )  # fmt: skip
             assert made.status_code == 201
             shown = (await client.get(f"{API}/events/{event}")).json()["available_seats"]
             assert shown == 1  # the replica's view, less than the bound old: allowed
             full = await client.post(
-                f"{API}/registrations", json={"user_id": second, "event_id": event}
-            )
+                f"{API}/registrations", json={"user_id": second, "event_id": event},
+                headers=bearer(second),
+            )  # fmt: skip
             assert (full.status_code, full.json()["code"]) == (409, "event_full")
-            mine = await client.get(f"{API}/registrations/{made.json()['id']}")
+            mine = await client.get(
+                f"{API}/registrations/{made.json()['id']}", headers=bearer(first)
+            )
             assert mine.status_code == 200
-            listed = await client.get(f"{API}/registrations/user/{first}")
+            listed = await client.get(f"{API}/registrations/user/{first}", headers=bearer(first))
             assert [r["id"] for r in listed.json()] == [made.json()["id"]]
         finally:
             await sdb.execute("SELECT pg_wal_replay_resume()")
 
 
 async def test_reads_fall_back_to_the_primary_while_the_standby_is_down(
-    api: ApiProcess, tdb: Db, standby: Cluster
+    api: ApiProcess, tdb: Db, standby: Cluster, admin: int
 ) -> None:
     """RR3: standby stopped: every read still 200 and current (the primary answers); no
     5xx; started again: reads go back to it."""
     (event,) = await make_events(tdb, [10])
+    organizer = bearer(await organizer_of(tdb, event))
     async with api.client() as client:
+        client.headers.update(bearer(admin))  # for /metrics; a request's own token wins
         await wait_for_metric(client, "eventreg_db_replica_usable", 1)
         assert (await client.get(f"{API}/events/{event}")).status_code == 200
         fallbacks = await metric(client, "eventreg_db_replica_fallbacks_total")
@@ -179,7 +213,9 @@ async def test_reads_fall_back_to_the_primary_while_the_standby_is_down(
         try:
             for n in range(40):
                 title = f"Title {n}"
-                patched = await client.patch(f"{API}/events/{event}", json={"title": title})
+                patched = await client.patch(
+                    f"{API}/events/{event}", json={"title": title}, headers=organizer
+                )
                 assert patched.status_code == 200
                 got = await client.get(f"{API}/events/{event}")
                 assert (got.status_code, got.json()["title"]) == (200, title)

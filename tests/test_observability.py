@@ -8,7 +8,9 @@ and read what it printed.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -20,8 +22,9 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from prometheus_client import REGISTRY
+from starlette.routing import Route
 
-from eventreg import metrics, spawn
+from eventreg import logs, metrics, spawn
 from eventreg.admin import create_admin
 from eventreg.app import create_app
 from eventreg.config import Settings
@@ -273,3 +276,36 @@ def test_text_format_keeps_uvicorns_lines(database_url: str) -> None:
         server.stop()
     assert '"GET / HTTP/1.1" 200' in text
     assert not any(line.startswith("{") for line in text.splitlines())
+
+
+async def test_a_500_has_its_request_id_line_and_record(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception: the 500 still carries X-Request-Id, its request line says
+    internal_error, and the logged traceback is one JSON record with the same request id."""
+
+    async def broken(_: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    sink = io.BytesIO()
+    monkeypatch.setattr(logs, "REQUESTS", logs.RequestLines(sink))
+    records = io.StringIO()
+    handler = logging.StreamHandler(records)
+    handler.setFormatter(logs.JsonFormatter())
+    logging.getLogger("eventreg").addHandler(handler)
+    app = create_app(Settings(database_url=database_url))
+    app.router.routes.append(Route("/broken", broken))
+    try:
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                response = await c.get("/broken", headers={"X-Request-Id": "bug-1"})
+            await asyncio.sleep(0)  # the line is written at the end of the loop's turn
+    finally:
+        logging.getLogger("eventreg").removeHandler(handler)
+    assert (response.status_code, response.headers["x-request-id"]) == (500, "bug-1")
+    (line,) = json_lines(sink.getvalue().decode())
+    assert (line["route"], line["status"], line["code"]) == ("/broken", 500, "internal_error")
+    (record,) = json_lines(records.getvalue())
+    assert (record["level"], record["request_id"]) == ("error", "bug-1")
+    assert "RuntimeError: a bug" in record["exc"]

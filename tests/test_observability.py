@@ -29,6 +29,7 @@ from eventreg.admin import create_admin
 from eventreg.app import create_app
 from eventreg.config import Settings
 from tests.factories import make_event, make_user
+from tests.tickets import make_door
 
 Db: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
 API = "/api/v1"
@@ -315,3 +316,26 @@ async def test_a_500_has_its_request_id_line_and_record(
     (record,) = json_lines(records.getvalue())
     assert (record["level"], record["request_id"]) == ("error", "bug-1")
     assert "RuntimeError: a bug" in record["exc"]
+
+
+async def test_check_ins_are_counted_by_outcome(
+    tokens_client: httpx.AsyncClient, database_url: str
+) -> None:
+    """A first scan, the same ticket again, a forged code, then an offline batch."""
+    door = await make_door(tokens_client, database_url, attendees=2)
+    scan = ("checked_in", "already_checked_in", "invalid_ticket")
+    before = {o: sample("eventreg_check_ins_total", outcome=o, source="scan") for o in scan}
+    batch_before = sample("eventreg_check_ins_total", outcome="checked_in", source="batch")
+    assert (await door.scan(tokens_client, door.code(0))).status_code == 201
+    assert (await door.scan(tokens_client, door.code(0))).status_code == 200
+    assert (await door.scan(tokens_client, door.code(0)[:-4] + "AAAA")).status_code == 422
+    after = {o: sample("eventreg_check_ins_total", outcome=o, source="scan") for o in scan}
+    assert {o: after[o] - before[o] for o in scan} == dict.fromkeys(scan, 1)
+    uploaded = await tokens_client.post(
+        f"{API}/events/{door.event}/check-ins/batch",
+        json={"scans": [{"code": door.code(1), "scanned_at": "2026-01-01T10:00:00Z"}]},
+        headers={"Authorization": f"Bearer {door.door_token}"},
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    batch = sample("eventreg_check_ins_total", outcome="checked_in", source="batch")
+    assert batch == batch_before + 1

@@ -49,6 +49,13 @@ REGISTRATIONS = Counter(
 )
 OUTCOMES = ("created", "waitlisted", "full", "duplicate", "promoted")
 _OUTCOME = {outcome: REGISTRATIONS.labels(outcome) for outcome in OUTCOMES}
+CHECK_INS = Counter(
+    "eventreg_check_ins",
+    "Ticket scans by outcome (checked_in, already_checked_in, or the refusal's problem code) "
+    "and source (scan: one at the door; batch: uploaded offline scans, one per item); "
+    "undone: a check-in taken back",
+    ("outcome", "source"),
+)
 GROUP_SIZE = Histogram(
     "eventreg_admission_group_size",
     "Registrations decided by one group-admission transaction (its _count: the groups)",
@@ -149,6 +156,10 @@ TALLY = RequestTally()  # one per process, like the metrics it feeds
 def registration(outcome: str, count: int = 1) -> None:
     """One of OUTCOMES happened `count` times."""
     _OUTCOME[outcome].inc(count)
+
+
+def check_in(outcome: str, source: str = "scan", count: int = 1) -> None:
+    CHECK_INS.labels(outcome, source).inc(count)
 
 
 def lock_waited(by: str, seconds: float) -> None:

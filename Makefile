@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Lines for people at a terminal; production's default is one JSON object per line.
 run: install
-	$(PY) -m eventreg serve
+	LOG_FORMAT=$${LOG_FORMAT:-text} $(PY) -m eventreg serve
 
 migrate: install
 	$(PY) -m eventreg migrate

@@ -72,3 +72,12 @@ SELECT count(*) AS live,
        count(*) - count(DISTINCT registration_id) AS doubled
   FROM check_ins
  WHERE event_id = ANY($1::bigint[]) AND undone_at IS NULL;
+
+-- name: transactions
+-- Transactions this server has run in the benchmark's database (on a standby: the reads it
+-- served), to show that a replica scenario was answered by the replica.
+SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'eventreg_bench';
+
+-- name: has_event
+-- Whether this server (the standby) has the event yet.
+SELECT EXISTS (SELECT 1 FROM events WHERE id = $1);

@@ -136,6 +136,7 @@ CASES: dict[tuple[str, str], Callable[[World], Request]] = {
     ("/", "GET"): lambda w: ("/", None),
     ("/health", "GET"): lambda w: ("/health", None),
     ("/openapi.json", "GET"): lambda w: ("/openapi.json", None),
+    ("/metrics", "GET"): lambda w: ("/metrics", None),
     (f"{API}/users", "GET"): lambda w: (f"{API}/users", None),
     (f"{API}/users", "POST"): lambda w: (
         f"{API}/users",

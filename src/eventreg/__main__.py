@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -87,16 +89,41 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
+@contextmanager
+def metrics_dir() -> Iterator[None]:
+    """A fresh PROMETHEUS_MULTIPROC_DIR for this start, where every worker keeps its counts
+    (eventreg.metrics); removed on the way out. One given in the environment is used, its
+    old counts deleted first. Set before anything imports prometheus_client."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = Path(given) if given else Path(tempfile.mkdtemp(prefix="eventreg-metrics-"))
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.db"):
+        old.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if not given:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def serve(_: argparse.Namespace) -> None:
-    import uvicorn
-
-    from eventreg.protocol import SlowClientProtocol
-
     settings = Settings.from_env(need_database=False)  # every setting, before anything starts
-    host, port, workers = settings.host, settings.port, settings.workers
-    check_listen(host, port)
+    check_listen(settings.host, settings.port)
     _exit_on_sigterm()
     signing_key(settings)  # before the database: a host without a usable key must not start
+    with metrics_dir():
+        run_server(settings)
+
+
+def run_server(settings: Settings) -> None:
+    import uvicorn
+
+    from eventreg.logs import uvicorn_config
+    from eventreg.protocol import SlowClientProtocol
+
+    host, port, workers = settings.host, settings.port, settings.workers
+    text = settings.log_format == "text"
     with database(settings.database_url) as url:
         apply_migrations(url)
         os.environ["DATABASE_URL"] = url  # the factory (and every worker) reads it
@@ -106,7 +133,8 @@ def serve(_: argparse.Namespace) -> None:
         )
         uvicorn.run(
             "eventreg.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-            loop="uvloop", access_log=settings.access_log,
+            loop="uvloop", log_config=uvicorn_config(settings.log_format),
+            access_log=settings.access_log and text,  # JSON request lines are eventreg's own
             http=SlowClientProtocol,  # httptools, plus the deadlines and bounds it lacks
             timeout_graceful_shutdown=10,
             # We never read the client address, so skip the per-request middleware that

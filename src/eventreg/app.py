@@ -8,16 +8,21 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
+from eventreg import logs, metrics
 from eventreg.auth import record_use, record_use_forever
 from eventreg.config import Settings
-from eventreg.db import AppState, connection, idempotency
+from eventreg.db import AppState, connection, idempotency, pool_figures
+from eventreg.db.replica import Replica, Watch
 from eventreg.errors import HANDLERS
+from eventreg.observe import Observe
 from eventreg.ratelimit import RateLimit
 from eventreg.routes import ROUTES
 from eventreg.routes.admission import Groups
@@ -47,11 +52,11 @@ async def keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     """
 
 
-def create_pool(settings: Settings) -> asyncpg.Pool[asyncpg.Record]:
+def create_pool(settings: Settings, url: str = "") -> asyncpg.Pool[asyncpg.Record]:
     # min_size connections are opened lazily on first use (see lifespan), so the API can
     # start while the database is down and recover by itself when it comes back.
     return asyncpg.create_pool(
-        settings.database_url,
+        url or settings.database_url,
         min_size=0,
         max_size=settings.pool_max_size,
         max_inactive_connection_lifetime=60,
@@ -71,6 +76,7 @@ def app_state(pool: asyncpg.Pool[asyncpg.Record], settings: Settings) -> AppStat
         "attempts": RateLimit(settings.rate_register_per_minute),
         "groups": Groups(settings.group_max, stall=settings.lock_timeout_ms / 1000 or 1.0),
         "tickets": keyring(settings),
+        "replica": None,
     }
 
 
@@ -115,34 +121,72 @@ async def sweep_keys(state: AppState) -> int:
     return total
 
 
+async def metrics_forever(state: AppState) -> None:
+    """Once a second, this worker's share of /metrics: its request counts, its pools."""
+    while True:
+        metrics.TALLY.fold()
+        pool_figures(state).publish()
+        await asyncio.sleep(1)
+
+
+async def close_pool(pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), timeout=10)
+    except TimeoutError:
+        log.warning("pool did not close in 10 s; terminating its connections")
+        pool.terminate()
+
+
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[AppState]:
         pool = await create_pool(settings)
         state = app_state(pool, settings)
-        chores = [
-            asyncio.create_task(sweep_keys_forever(state)),
-            asyncio.create_task(record_use_forever(state)),
-        ]
+        chores = [sweep_keys_forever(state), record_use_forever(state)]
+        if settings.database_read_url:
+            watch = {**server_settings(settings), "application_name": "eventreg-watch"}
+            replica = state["replica"] = Replica(
+                await create_pool(settings, settings.database_read_url),
+                Watch(settings.database_url, watch), Watch(settings.database_read_url, watch),
+                settings.read_max_lag_ms,
+            )  # fmt: skip
+            chores.append(replica.watch_forever())
+        if settings.metrics:
+            chores.append(metrics_forever(state))
+        tasks = [asyncio.create_task(chore) for chore in chores]
         try:
             yield state
         finally:
-            for chore in chores:
-                chore.cancel()
+            for task in tasks:
+                task.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(record_use(state), timeout=2)
-            try:
-                await asyncio.wait_for(pool.close(), timeout=10)
-            except TimeoutError:
-                log.warning("pool did not close in 10 s; terminating its connections")
-                pool.terminate()
+            if state["replica"] is not None:
+                await state["replica"].close()
+            await close_pool(pool)
+            if logs.REQUESTS is not None:
+                logs.REQUESTS.flush()
+            metrics.TALLY.fold()
+            metrics.worker_exits()
 
-    app = Starlette(
-        routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan,
+    app = App(
+        settings, routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan,
         middleware=cors(settings.cors_origins),
     )  # fmt: skip
     app.router.redirect_slashes = False  # one spelling per URL; /users/ is a JSON 404
     return app
+
+
+class App(Starlette):
+    """Starlette with eventreg.observe outside everything, its error middleware included,
+    so the request id and the request line cover every answer, 500s too."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        self.settings = settings
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return Observe(super().build_middleware_stack(), self.settings)
 
 
 def cors(origins: tuple[str, ...]) -> list[Middleware]:
@@ -169,5 +213,8 @@ CORS_EXPOSED_HEADERS = ("Location", "Link", "Retry-After", "WWW-Authenticate", "
 
 
 def app_from_env() -> Starlette:
-    """Entry point for `uvicorn --factory eventreg.app:app_from_env`."""
-    return create_app(Settings.from_env())
+    """Entry point for `uvicorn --factory eventreg.app:app_from_env`: a serving process, so
+    it also sets up the process's log lines (eventreg.logs)."""
+    settings = Settings.from_env()
+    logs.configure(settings.log_format, settings.access_log)
+    return create_app(settings)

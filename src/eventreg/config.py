@@ -43,6 +43,13 @@ class Settings:
     idle_in_transaction_timeout_ms: int = 10000
     max_body_bytes: int = 64 * 1024
     test_hooks: bool = False
+    # Read replicas: read-only routes may read here while it is at most this far behind.
+    database_read_url: str = ""
+    read_max_lag_ms: int = 1000
+    # Observability: JSON or text log lines, /metrics, and how many events get seat gauges.
+    log_format: str = "json"
+    metrics: bool = True
+    metrics_events: int = 100
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API
     compress_min_bytes: int = 1024  # gzip list bodies at least this large (0: never)
     auth_mode: str = "open"  # "open" (no authentication) or "tokens"
@@ -278,11 +285,27 @@ SPEC: tuple[Var, ...] = (
     Var("DATABASE_URL", "database_url", POSTGRES_URL,
         "the PostgreSQL to use. Unset: `make run` starts the embedded server",
         derive=lambda _: "", shown="(embedded)"),
+    Var("DATABASE_READ_URL", "database_read_url", POSTGRES_URL,
+        "a streaming replica of `DATABASE_URL` for the read-only routes that allow it (see "
+        "[Read replicas](#read-replicas-and-staleness)). Empty: everything reads the primary",
+        shown="(none)"),
+    Var("DATABASE_READ_MAX_LAG_MS", "read_max_lag_ms", integer(1, PG_MS_MAX),
+        "the most a replica read may lag the primary; a replica further behind, down or "
+        "unsure is not used, and those reads go to the primary"),
     Var("HOST", "host", TEXT, "where to listen (loopback only by default)"),
     Var("PORT", "port", integer(1, 65535), "the port to listen on"),
     Var("WEB_CONCURRENCY", "workers", integer(1),
         "uvicorn worker processes (2 suits a 2-core machine)"),
-    Var("ACCESS_LOG", "access_log", FLAG, "`0` turns off uvicorn's per-request log line"),
+    Var("ACCESS_LOG", "access_log", FLAG, "`0` turns off the per-request log line"),
+    Var("LOG_FORMAT", "log_format", one_of("json", "text"),
+        "`json`: one JSON object per line (see [Logs](#logs)); `text`: uvicorn's lines for "
+        "people (`make run` sets it unless you do)"),
+    Var("METRICS", "metrics", ON_OFF,
+        "`/metrics` in the Prometheus text format, and the counting behind it (see "
+        "[Metrics](#metrics)); `off`: `/metrics` answers 404 and requests are not "
+        "counted", shown="`on`"),
+    Var("METRICS_EVENTS", "metrics_events", integer(0, 10_000),
+        "how many events (the newest still on sale) get seat gauges in `/metrics`"),
     Var("DB_POOL_MAX", "pool_max_size", integer(1),
         "connections per worker. A hot event's lock serves a short queue better than a long "
         "one, so the default keeps about 20 in all; keep `WEB_CONCURRENCY` times this below "

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from eventreg import logs, metrics
 from eventreg.structs import Problem
 
 log = logging.getLogger("eventreg")
@@ -203,6 +204,15 @@ class WrongEvent(Conflict):
 
 class Unavailable(ApiError):
     status, code, title = 503, "service_unavailable", "Service temporarily unavailable"
+    cause = "database_unavailable"  # the label of eventreg_unavailable_total
+
+
+class PoolTimeout(TimeoutError):
+    """No pooled connection came free within DB_ACQUIRE_TIMEOUT_MS."""
+
+
+class LockTimeout(TimeoutError):
+    """An event's row lock was not ours within DB_LOCK_TIMEOUT_MS (the client-side bound)."""
 
 
 # Failures of the database or of our path to it: the client may retry, so 503.
@@ -236,6 +246,8 @@ def problem(
 
 
 def problem_response(body: Problem, headers: Mapping[str, str] | None = None) -> Response:
+    if (current := logs.CURRENT.get()) is not None:  # for the request's log line
+        current.code = body.code
     headers = dict(headers or {})
     if body.status == 503:
         headers["Retry-After"] = RETRY_AFTER_SECONDS
@@ -244,6 +256,8 @@ def problem_response(body: Problem, headers: Mapping[str, str] | None = None) ->
 
 async def api_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    if isinstance(exc, Unavailable):  # /health's own check
+        metrics.unavailable(exc.cause)
     body = problem(exc.status, exc.code, exc.title, exc.detail, field=exc.field)
     return problem_response(body, exc.response_headers)
 
@@ -255,8 +269,28 @@ async def http_error(_: Request, exc: Exception) -> Response:
     return problem_response(body, exc.headers)
 
 
+def cause_of(exc: BaseException) -> str:
+    """Why the database could not serve: the label of eventreg_unavailable_total."""
+    for kind, cause in _CAUSES:
+        if isinstance(exc, kind):
+            return cause
+    return "database_unavailable"
+
+
+_CAUSES: tuple[tuple[type[BaseException], str], ...] = (
+    (PoolTimeout, "pool_timeout"),
+    (LockTimeout, "lock_timeout"),
+    (asyncpg.exceptions.LockNotAvailableError, "lock_timeout"),
+    (asyncpg.exceptions.QueryCanceledError, "statement_timeout"),
+    (asyncpg.exceptions.TransactionRollbackError, "serialization"),
+    (TimeoutError, "timeout"),
+)
+
+
 async def transient(request: Request, exc: Exception) -> Response:
-    log.warning("%s %s: database unavailable: %r", request.method, request.url.path, exc)
+    metrics.unavailable(cause := cause_of(exc))
+    log.warning("%s %s: database unavailable (%s): %r", request.method, request.url.path,
+                cause, exc)  # fmt: skip
     detail = "The database is unavailable or busy; retry shortly."
     return problem_response(problem(503, Unavailable.code, Unavailable.title, detail))
 

@@ -183,8 +183,10 @@ def _operation(
         }
     result: dict[str, Any] = {
         "operationId": operation_id,
+        "tags": [tag_of(path)],
         "summary": op.summary,
-        "description": f"Who may call it (EVENTREG_AUTH=tokens): {op.access.note}.",
+        "description": f"Who may call it (EVENTREG_AUTH=tokens): {op.access.note}."
+        + (_REPLICA_NOTE if op.replica else ""),
         # Public operations take a token too (it is checked when sent), or none.
         "security": [{}, _BEARER] if op.access.public else [_BEARER],
         "responses": {
@@ -203,6 +205,18 @@ def _operation(
         body_schema = schema_of[_key(op.body)]
         result["requestBody"] = {"required": True, "content": {JSON: {"schema": body_schema}}}
     return result
+
+
+_REPLICA_NOTE = (
+    " With a read replica (DATABASE_READ_URL) this may be answered from it: at most "
+    "DATABASE_READ_MAX_LAG_MS (1 s) behind the primary."
+)
+
+
+def tag_of(path: str) -> str:
+    """The group an operation is shown in: its resource (users, events, …) or `service`."""
+    words = path.removeprefix(API).split("/")
+    return words[1] if path.startswith(API) else "service"
 
 
 def errors_of(path: str, method: str, op: Operation) -> list[type[ApiError]]:

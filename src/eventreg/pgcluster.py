@@ -138,6 +138,23 @@ class Cluster:
         self._run("initdb", "-D", str(self.datadir), "-U", SUPERUSER, "--auth=trust",
                   "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions")  # fmt: skip
 
+    def init_standby(self, primary_port: int) -> None:
+        """Make this directory a streaming standby of the server on 127.0.0.1:`primary_port`
+        (`pg_basebackup -R`: a copy of its data, standby.signal, primary_conninfo). The copy
+        names the primary's port; the standby is given its own at its first start. Needs
+        wal_level replica (the default) and a replication line in the primary's pg_hba
+        (initdb writes one for loopback)."""
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        if self.run_as:
+            _open_traversal(self.datadir)
+            _open_traversal(bin_dir())
+            os.chown(self.datadir, self.run_as.uid, self.run_as.gid)
+        self.datadir.chmod(0o700)
+        self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(primary_port), "-U", SUPERUSER,
+                  "-D", str(self.datadir), "-R", "-X", "stream", "-c", "fast")  # fmt: skip
+        with self.conf.open("a") as conf:  # the last `port =` wins (kept_port reads it too)
+            conf.write(f"\n# This standby's own port.\nport = {free_port()}\n")
+
     def start(self, **settings: str) -> int:
         """Start (initializing first if needed), or adopt a server already running here."""
         if (port := self.running_port()) is not None:

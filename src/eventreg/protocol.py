@@ -32,6 +32,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from eventreg import metrics
 from eventreg.config import Settings
 from eventreg.errors import problem, problem_response
 
@@ -174,6 +175,8 @@ class SlowClientProtocol(HttpToolsProtocol):
         self.enter(None)
         host, port = self.client or ("-", 0)
         self.logger.warning("%s:%d - %d %s: %s", host, port, status, code, detail)
+        if status == 503:
+            metrics.unavailable(code)  # too_many_connections
         if not answer:
             self.transport.close()
             return

@@ -33,26 +33,34 @@ from eventreg.bench.run import Plan, Result, Row, say
 from eventreg.config import default_pool_max
 
 WRITES: tuple[str, ...] = (
-    "hot", "hot_single", "hot_keys", "hot_tokens", "spread",
+    "hot", "hot_single", "hot_keys", "hot_tokens", "hot_observed", "spread",
     "low_1", "low_1_single", "low_4", "low_4_single", "rush", "rush_single", "checkin",
 )  # fmt: skip
-READS: tuple[str, ...] = ("read_one", "read_one_tokens", "read_list", "read_list_gzip")
+READS: tuple[str, ...] = (
+    "read_one", "read_one_tokens", "read_one_observed", "read_one_replica",
+    "read_list", "read_list_gzip",
+)  # fmt: skip
 SCENARIOS = WRITES + READS
 GZIP = {"Accept-Encoding": "gzip"}
 # What authentication (EVENTREG_AUTH=tokens) may cost, in % of the scenario's throughput
 # with it off (issue 8).
 AUTH_BUDGET_PCT = {"read_one": 10, "hot": 5}
+# What metrics and JSON request lines (METRICS=on, LOG_FORMAT=json, ACCESS_LOG=1) may cost,
+# in % of the same scenario's throughput with both off (issue 13).
+OBSERVED_BUDGET_PCT = {"read_one": 5, "hot": 5}
 # Scenarios measured beside another (A B … B A, see run.compare): the one they are read
 # against. Group admission on is read against off.
 BESIDE = {
     "hot": "hot_single", "hot_keys": "hot", "hot_tokens": "hot", "low_1": "low_1_single",
     "low_4": "low_4_single", "read_one_tokens": "read_one", "read_list_gzip": "read_list",
+    "hot_observed": "hot", "read_one_observed": "read_one", "read_one_replica": "read_one",
 }  # fmt: skip
 # The sets run together, in this order; the first of a set is its A. hot's and spread's
 # come right after their database ceiling.
 WRITE_SETS: tuple[tuple[str, ...], ...] = (
-    ("hot", "hot_single", "hot_keys", "hot_tokens"), ("spread",), ("low_1", "low_1_single"),
-    ("low_4", "low_4_single"), ("rush",), ("rush_single",), ("checkin",),
+    ("hot", "hot_single", "hot_keys", "hot_tokens", "hot_observed"), ("spread",),
+    ("low_1", "low_1_single"), ("low_4", "low_4_single"), ("rush",), ("rush_single",),
+    ("checkin",),
 )  # fmt: skip
 LOW_CLIENTS = {"low_1": 1, "low_4": 4}  # and their _single partners
 HOT_VS_CEILING, LOW_P50_PCT, KEYS_BUDGET_PCT = 3, 105, 10  # issue 12, issue 11
@@ -106,17 +114,22 @@ async def bench(plan: Plan) -> Result:
     cluster = run.bench_cluster()
     say(f"database: {cluster.datadir} (fresh database {run.DATABASE})")
     url = await run.fresh_database(cluster)
+    read_url = ""
+    if "read_one_replica" in plan.scenarios:
+        read_url = run.fresh_standby(cluster).url(run.DATABASE)
+        say(f"standby: {run.bench_standby().datadir}, streaming from the primary")
     neighbours = run.Neighbours(cluster)
     neighbours.start()
     try:
         seed = await run.seed(url, plan.users)
         say(f"seeded {len(seed.users)} users")
-        rows = await http_scenarios(url, plan, seed)
+        rows = await http_scenarios(url, plan, seed, read_url)
         points = await chart.sweep(url, plan, seed) if plan.chart else []
         correct = {"every event: seats = capacity - active registrations":
                    await run.inconsistent_events(url) == 0}  # fmt: skip
         others = neighbours.percent()
     finally:
+        run.bench_standby().stop()
         cluster.stop()
     rows_by = {r.scenario: r for r in rows}
     relate(rows_by)
@@ -134,12 +147,12 @@ async def bench(plan: Plan) -> Result:
                   targets_of(rows_by), correct, points)  # fmt: skip
 
 
-async def http_scenarios(url: str, plan: Plan, seed: run.Seed) -> list[Row]:
+async def http_scenarios(url: str, plan: Plan, seed: run.Seed, read_url: str) -> list[Row]:
     rows: list[Row] = []
     if any(name in WRITES for name in plan.scenarios):
         rows += await write_scenarios(url, plan, seed)
     if any(name in READS for name in plan.scenarios):
-        rows += await read_scenarios(url, plan, seed)
+        rows += await read_scenarios(url, plan, seed, read_url)
     return rows
 
 
@@ -202,19 +215,26 @@ async def registration_set(
     return rows + measured
 
 
-async def read_scenarios(url: str, plan: Plan, seed: run.Seed) -> list[Row]:
+async def read_scenarios(url: str, plan: Plan, seed: run.Seed, read_url: str) -> list[Row]:
     """read_one beside read_one_tokens (the same GET on a server with tokens on, sending a
-    valid token: the token cache's path), and read_list beside read_list_gzip."""
+    valid token: the token cache's path), read_one_observed (metrics and JSON request lines
+    on) and read_one_replica (the standby answers: DATABASE_READ_URL); read_list beside
+    read_list_gzip."""
     rows: list[Row] = []
     chosen = [name for name in READS if name in plan.scenarios]
     workers = plan.read_workers
+
+    def start(stack: contextlib.ExitStack, mode: str, **extra: str) -> spawn.Server:
+        srv = stack.enter_context(run.server(url, workers, plan.pool_max, mode, extra))
+        say(f"server up ({'replica' if extra else mode}): {srv.url}, pid {srv.pid}, "
+            f"{workers} worker(s)")  # fmt: skip
+        return srv
+
     with contextlib.ExitStack() as stack:
-        srv = stack.enter_context(run.server(url, workers, plan.pool_max))
-        say(f"server up (open): {srv.url}, pid {srv.pid}, {workers} worker(s)")
-        tsrv = srv
-        if "read_one_tokens" in chosen:
-            tsrv = stack.enter_context(run.server(url, workers, plan.pool_max, "tokens"))
-            say(f"server up (tokens): {tsrv.url}, pid {tsrv.pid}, {workers} worker(s)")
+        srv = start(stack, "open")
+        tsrv = start(stack, "tokens") if "read_one_tokens" in chosen else srv
+        osrv = start(stack, "observed") if "read_one_observed" in chosen else srv
+        rsrv = start(stack, "open", DATABASE_READ_URL=read_url) if read_url else srv
         (event,) = await seed.events(url, "read", 1, 100)
         await seed.events(url, "list", run.LIST_EVENTS, 100)
         await run.analyze(url)  # thousands of events now; the seed's statistics say none
@@ -224,16 +244,30 @@ async def read_scenarios(url: str, plan: Plan, seed: run.Seed) -> list[Row]:
         sides = {
             "read_one": run.read_side("read_one", srv, workers, one, [NONE]),
             "read_one_tokens": run.read_side("read_one_tokens", tsrv, workers, one, users),
+            "read_one_observed": run.read_side("read_one_observed", osrv, workers, one, [NONE]),
+            "read_one_replica": run.read_side("read_one_replica", rsrv, workers, one, [NONE]),
             "read_list": run.read_side("read_list", srv, workers, page, [NONE]),
             "read_list_gzip": run.read_side("read_list_gzip", srv, workers, page, [GZIP]),
         }
-        for group in (("read_one", "read_one_tokens"), ("read_list", "read_list_gzip")):
+        if read_url:
+            await run.wait_for_event(read_url, event)  # the standby has the rows to serve
+            await asyncio.sleep(1)  # and the server has seen it caught up
+            served_before = await run.transactions(read_url)
+        groups = (
+            ("read_one", "read_one_tokens", "read_one_observed", "read_one_replica"),
+            ("read_list", "read_list_gzip"),
+        )
+        for group in groups:
             if names := [name for name in group if name in chosen]:
                 measured = await run.compare([sides[name] for name in names], plan)
                 for r in measured:
                     if r.scenario.startswith("read_list"):
                         sent = GZIP if "gzip" in r.scenario else NONE
-                        r.extra = await asyncio.to_thread(run.body_size, srv, page, sent)
+                        r.extra = {**r.extra, **await asyncio.to_thread(run.body_size, srv,
+                                                                         page, sent)}  # fmt: skip
+                    if r.scenario == "read_one_replica":
+                        served = await run.transactions(read_url) - served_before
+                        r.extra = {**r.extra, "standby_transactions": served}
                     say(f"{r.scenario}: {r.rps:.0f}/s")
                 rows += measured
     return rows
@@ -272,6 +306,12 @@ def targets_of(rows: dict[str, Row]) -> dict[str, bool]:
         paired = rows.get(f"{base}_tokens")
         if paired is not None and "vs_pct" in paired.extra:
             name = f"{base}_tokens >= {100 - budget}% of {base} (authentication costs <= {budget}%)"
+            targets[name] = paired.extra["vs_pct"] >= 100 - budget
+    for base, budget in OBSERVED_BUDGET_PCT.items():
+        paired = rows.get(f"{base}_observed")
+        if paired is not None and "vs_pct" in paired.extra:
+            name = (f"{base}_observed >= {100 - budget}% of {base} (metrics and JSON request "
+                    f"lines cost <= {budget}%)")  # fmt: skip
             targets[name] = paired.extra["vs_pct"] >= 100 - budget
     targets.update(group_targets(rows))
     if "spread" in rows:
@@ -314,14 +354,18 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 def table(result: Result) -> str:
     head = ("scenario", "workers", "clients", "req/s", "p50 ms", "p95 ms", "p99 ms",
-            "errors", "peak RSS MB", "% of DB", "group mean/p99/max")  # fmt: skip
+            "errors", "peak RSS MB", "% of DB", "group mean/p99/max",
+            "CPU ms/req API+DB")  # fmt: skip
     lines = [head]
     for r in result.rows:
         errors = ", ".join(f"{k}: {v}" for k, v in r.errors.items()) or "0"
+        cpu = (f"{r.extra['api_cpu_ms']:.3f}+{r.extra['db_cpu_ms']:.3f}"
+               if "api_cpu_ms" in r.extra else "-")  # fmt: skip
         lines.append((
             r.scenario, str(r.workers or "-"), str(r.clients), fmt(r.rps, 0), fmt(r.p50_ms, 2),
             fmt(r.p95_ms, 2), fmt(r.p99_ms, 2), errors, fmt(r.peak_rss_mb),
             fmt(r.ceiling_pct) + ("%" if r.ceiling_pct is not None else ""), groups_text(r),
+            cpu,
         ))  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths,

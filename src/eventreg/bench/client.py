@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from types import MappingProxyType
 
 import httptools
@@ -92,6 +93,7 @@ class Tally:
     statuses: Counter[int] = field(default_factory=Counter)
     transport_errors: int = 0
     seconds: float = 0.0
+    cpu_seconds: list[float] = field(default_factory=list)  # one per meter, measured time only
 
     @property
     def answered(self) -> int:
@@ -106,21 +108,28 @@ class Tally:
         self.statuses.update(other.statuses)
         self.transport_errors += other.transport_errors
         self.seconds += other.seconds
+        self.cpu_seconds = [a + b for a, b in zip_longest(self.cpu_seconds, other.cpu_seconds,
+                                                          fillvalue=0.0)]  # fmt: skip
 
 
 async def closed_loop(
     host: str, port: int, clients: int, make: Callable[[int], bytes], *, limit: int,
-    warmup: float, duration: float,
+    warmup: float, duration: float, meters: Sequence[Callable[[], float]] = (),
 ) -> Tally:  # fmt: skip
     """`clients` connections, each sending its next request as soon as the last is answered.
 
     Request number i is `make(i)`, i < `limit` (so every one can use a distinct user). The
     first `warmup` seconds are not recorded; the phase ends after `duration` more seconds.
+    Each of `meters` (CPU seconds of some processes) is read when recording starts and
+    when the phase ends: Tally.cpu_seconds, for the recorded requests only.
     """
     connections = await connect_many(host, port, clients)
     tally, next_index = Tally(), iter(range(limit))
     started = time.perf_counter()
     measure_from, stop_at = started + warmup, started + warmup + duration
+    at_start: list[float] = []
+    loop = asyncio.get_running_loop()
+    loop.call_later(warmup, lambda: at_start.extend(meter() for meter in meters))
 
     async def client(conn: Connection) -> None:
         for i in next_index:
@@ -142,6 +151,8 @@ async def closed_loop(
         for c in connections:
             c.close()
     tally.seconds = min(time.perf_counter(), stop_at) - measure_from
+    if at_start:
+        tally.cpu_seconds = [meter() - first for meter, first in zip(meters, at_start, strict=True)]
     return tally
 
 

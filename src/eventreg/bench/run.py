@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,9 @@ class Plan:
     pool_max: int | None = None  # DB_POOL_MAX for the server; None: the server's default
     scenarios: tuple[str, ...] = (
         "hot", "hot_single", "hot_keys", "hot_tokens", "spread", "low_1", "low_1_single",
-        "low_4", "low_4_single", "rush", "rush_single", "checkin",
-        "read_one", "read_one_tokens", "read_list", "read_list_gzip",
+        "low_4", "low_4_single", "rush", "rush_single", "checkin", "hot_observed",
+        "read_one", "read_one_tokens", "read_one_observed", "read_one_replica",
+        "read_list", "read_list_gzip",
     )  # fmt: skip
     chart: bool = False  # also sweep hot over CHART_CLIENTS, on and off, and draw it
 
@@ -115,6 +117,7 @@ def row(scenario: str, workers: int, clients: int, tally: Tally, ok: tuple[int, 
 
 
 # -- the database ------------------------------------------------------------------------
+@cache
 def bench_cluster() -> Cluster:
     return Cluster(Path(os.environ.get("EVENTREG_DATA_DIR", ".data")).resolve() / "bench" / "pg")
 
@@ -131,6 +134,44 @@ async def fresh_database(cluster: Cluster) -> str:
     url = cluster.url(DATABASE)
     await asyncio.to_thread(migrate.apply, url)
     return url
+
+
+@cache
+def bench_standby() -> Cluster:
+    return Cluster(bench_cluster().datadir.parent / "standby")
+
+
+def fresh_standby(cluster: Cluster) -> Cluster:
+    """A streaming standby of the benchmark's cluster, copied anew (pg_basebackup -R) on
+    every run that needs one: an old copy may follow an earlier primary."""
+    standby = bench_standby()
+    standby.destroy()
+    port = cluster.running_port()
+    assert port is not None
+    standby.init_standby(port)
+    standby.start(max_connections="300")  # at least the primary's
+    return standby
+
+
+async def transactions(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval(Q["transactions"]))
+    finally:
+        await conn.close()
+
+
+async def wait_for_event(url: str, event: int, seconds: float = 60) -> None:
+    """Until the server at `url` (the standby) has `event`: replication has caught up."""
+    conn = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + seconds
+        while not await conn.fetchval(Q["has_event"], event):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the standby did not receive event {event} in {seconds} s")
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
 
 
 @dataclass
@@ -258,6 +299,24 @@ def own_cpu_seconds(cluster: Cluster) -> float:
     )
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of `pid` and everything below it (a server's workers; a postmaster's backends,
+    live ones here and exited ones in its reaped children's time)."""
+    return process_cpu_seconds(pid) + sum(process_cpu_seconds(p) for p in descendants(pid))
+
+
+def database_cpu_seconds() -> float:
+    """CPU of the benchmark's PostgreSQL servers: the primary and, when running, the standby."""
+    total = 0.0
+    for cluster in (bench_cluster(), bench_standby()):
+        try:
+            postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        total += tree_cpu_seconds(postmaster)
+    return total
+
+
 @dataclass
 class Neighbours:
     """How much of the machine other processes used while the benchmark ran."""
@@ -333,8 +392,17 @@ async def rss_peak(pid: int) -> AsyncIterator[list[int]]:
 # (GROUP_ADMISSION=off). With tokens on, the rate limits are off: the benchmark measures
 # throughput, not the limiter (whose own cost, a dict lookup per registration, is then left
 # out of hot_tokens).
+#
+# Every server measures the app without its instrumentation (QUIET: no counting for
+# /metrics, no request lines), as the earlier figures were taken; "observed" runs both, as
+# production has them (the request lines go to the server's log file).
+QUIET: Mapping[str, str] = {"METRICS": "off", "ACCESS_LOG": "0"}
 MODE_ENV: Mapping[str, Mapping[str, str]] = {
     "open": {"EVENTREG_AUTH": "open", "GROUP_ADMISSION": "on"},
+    "observed": {
+        "EVENTREG_AUTH": "open", "GROUP_ADMISSION": "on", "METRICS": "on", "LOG_FORMAT": "json",
+        "ACCESS_LOG": "1",
+    },
     "single": {"EVENTREG_AUTH": "open", "GROUP_ADMISSION": "off"},
     "tokens": {
         "EVENTREG_AUTH": "tokens", "GROUP_ADMISSION": "on", "RATE_SIGNUP_PER_MINUTE": "0",
@@ -344,10 +412,12 @@ MODE_ENV: Mapping[str, Mapping[str, str]] = {
 
 
 def mode_of(scenario: str) -> str:
-    """The server a scenario runs on: hot_tokens on "tokens", hot_single on "single"."""
-    if scenario.endswith("_tokens"):
-        return "tokens"
-    return "single" if scenario.endswith("_single") else "open"
+    """The server a scenario runs on: hot_tokens on "tokens", hot_single on "single",
+    hot_observed on "observed"."""
+    for mode in ("tokens", "single", "observed"):
+        if scenario.endswith(f"_{mode}"):
+            return mode
+    return "open"
 
 
 # The rush connects all its clients before it starts, and the kernel may hand most of them
@@ -362,8 +432,9 @@ def server(
     url: str, workers: int, pool_max: int | None, mode: str = "open",
     env: Mapping[str, str] | None = None,
 ) -> Iterator[spawn.Server]:  # fmt: skip
+    """`serve` on `url` in `mode`; `env` adds settings (a DATABASE_READ_URL, …)."""
     pool = {} if pool_max is None else {"DB_POOL_MAX": str(pool_max)}
-    env = {**MAX_CONNECTIONS, **MODE_ENV[mode], **pool, **(env or {})}
+    env = {**MAX_CONNECTIONS, **QUIET, **MODE_ENV[mode], **pool, **(env or {})}
     srv = spawn.start(workers=workers, database_url=url, env=env)
     try:
         yield srv
@@ -444,7 +515,9 @@ class Side:
 async def compare(sides: list[Side], plan: Plan) -> list[Row]:
     """One scenario for the plan's duration, or several in the order A B … B A for half of
     it each: on a shared machine a neighbour whose load drifts during the runs weighs on
-    all alike, and a ratio between them is what these sets are for."""
+    all alike, and a ratio between them is what these sets are for. Each row also says how
+    much CPU its server and PostgreSQL spent per recorded request (extra.api_cpu_ms,
+    extra.db_cpu_ms)."""
     order = sides if len(sides) == 1 else sides + sides[::-1]
     runs = len(order) // len(sides)
     duration = plan.duration / runs
@@ -455,16 +528,22 @@ async def compare(sides: list[Side], plan: Plan) -> list[Row]:
         host, port = host_port(side.server)
         make, limit = side.requests(seen[side.name], runs)
         seen[side.name] += 1
+        meters = (partial(tree_cpu_seconds, side.server.pid), database_cpu_seconds)
         async with rss_peak(side.server.pid) as peak:
             clients = side.clients or plan.clients
             tally = await closed_loop(host, port, clients, make, limit=limit,
-                                      warmup=plan.warmup, duration=duration)  # fmt: skip
+                                      warmup=plan.warmup, duration=duration,
+                                      meters=meters)  # fmt: skip
         tallies[side.name].add(tally)
         peaks[side.name] = max(peaks[side.name], peak[0])
     rows = []
     for side in sides:
-        r = row(side.name, side.workers, side.clients or plan.clients, tallies[side.name], side.ok)
+        tally = tallies[side.name]
+        r = row(side.name, side.workers, side.clients or plan.clients, tally, side.ok)
         r.peak_rss_mb = round(peaks[side.name] / 2**20, 1)
+        if tally.answered and tally.cpu_seconds:
+            api, db = (round(1000 * cpu / tally.answered, 3) for cpu in tally.cpu_seconds)
+            r.extra = {**r.extra, "api_cpu_ms": api, "db_cpu_ms": db}
         rows.append(r)
     return rows
 

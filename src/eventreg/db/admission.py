@@ -17,7 +17,7 @@ import msgspec
 
 from eventreg import sql, testhooks
 from eventreg.caller import OPEN
-from eventreg.db import Conn, registrations, rows
+from eventreg.db import Conn, event_lock, registrations, rows
 from eventreg.db.idempotency import Answer
 from eventreg.errors import (
     AlreadyRegistered,
@@ -74,7 +74,10 @@ async def admit(
         await _replays(conn, members, out)
         users = _users(members, out)
         live = {r["id"] for r in await conn.fetch(Q["share_lock_users"], users)}
-        event = await conn.fetchrow(Q["lock_event_for_group"], event_id, users, timeout=lock_wait)
+        with event_lock("group"):
+            event = await conn.fetchrow(
+                Q["lock_event_for_group"], event_id, users, timeout=lock_wait
+            )
         if (hooks := testhooks.ARMED.get()) is not None:  # only with EVENTREG_TEST_HOOKS=1
             await testhooks.after_lock(hooks)
         if event is None:

@@ -17,7 +17,7 @@ import msgspec
 
 from eventreg import sql, testhooks
 from eventreg.caller import Caller
-from eventreg.db import Conn, atomic, rows
+from eventreg.db import Conn, atomic, event_lock, promoted, rows
 from eventreg.errors import (
     AlreadyRegistered,
     CancellationClosed,
@@ -55,7 +55,8 @@ async def register(
         # Committed state read just now: answering from it is as correct as under the lock.
         _refuse(event_id, user_id, user["registered_hint"], user["not_open_hint"],
                 user["closed_hint"], full=user["seats_hint"] == 0 and not waitlist)  # fmt: skip
-        event = await conn.fetchrow(Q["lock_event"], event_id, user_id, timeout=lock_wait)
+        with event_lock("register"):
+            event = await conn.fetchrow(Q["lock_event"], event_id, user_id, timeout=lock_wait)
         if (hooks := testhooks.ARMED.get()) is not None:  # only with EVENTREG_TEST_HOOKS=1
             await testhooks.after_lock(hooks)
         if event is None:
@@ -104,7 +105,8 @@ async def cancel(
     statement gets `lock_wait` as a client-side timeout too: one bound for the whole wait.
     """
     async with atomic(conn):
-        event = await conn.fetchrow(Q["lock_event_for_cancel"], event_id, timeout=lock_wait)
+        with event_lock("cancel"):
+            event = await conn.fetchrow(Q["lock_event_for_cancel"], event_id, timeout=lock_wait)
         if event is None:
             raise EventNotFound(f"event {event_id} does not exist", field="event_id")
         if not caller.is_user(user_id) and not caller.organizes(event["organizer_id"]):
@@ -133,11 +135,12 @@ async def settle(
     queue, in arrival order; `left` entries have left the queue. Returns how many were
     promoted. Every path that frees a seat ends here, so no seat is ever free while
     someone waits (and the database's CHECK would refuse it if one were)."""
-    promoted = min(freed, waiting)
-    await conn.execute(Q["settle_seats"], event_id, freed, promoted, left)
-    if promoted:
-        await conn.execute(Q["promote_head"], event_id, promoted)
-    return promoted
+    moved = min(freed, waiting)
+    await conn.execute(Q["settle_seats"], event_id, freed, moved, left)
+    if moved:
+        await conn.execute(Q["promote_head"], event_id, moved)
+        promoted(moved)
+    return moved
 
 
 async def get(conn: Conn, caller: Caller, registration_id: int) -> Registration:

@@ -20,10 +20,12 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
-from eventreg import openapi
+from eventreg import metrics, openapi
 from eventreg.auth import CALLER, authenticate
 from eventreg.caller import ADMIN, ANYONE, DOOR, ORGANIZER, PUBLIC, SELF, SIGNED_IN, Access
+from eventreg.db.replica import Replica
 from eventreg.errors import (
+    TRANSIENT,
     AlreadyRegistered,
     ApiError,
     CancellationClosed,
@@ -35,6 +37,7 @@ from eventreg.errors import (
     Forbidden,
     InvalidTicket,
     NotAnOrganizer,
+    NotFound,
     NotRegistered,
     OrganizerHasEvents,
     OrganizerNotFound,
@@ -49,7 +52,17 @@ from eventreg.errors import (
     WrongEvent,
 )
 from eventreg.http import BODY_LIMIT
-from eventreg.routes import events, idempotent, meta, registrations, tickets, tokens, users
+from eventreg.routes import (
+    crud,
+    docs,
+    events,
+    idempotent,
+    meta,
+    registrations,
+    tickets,
+    tokens,
+    users,
+)
 from eventreg.structs import (
     BatchResult,
     CheckIn,
@@ -110,6 +123,7 @@ class Operation:
     media: str = "application/json"  # the success body's media type (a QR image's differs)
     max_body: int | None = None  # a body limit of its own instead of MAX_BODY_BYTES
     query: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # ?name: schema
+    replica: bool = False  # may read from DATABASE_READ_URL, at most its lag bound behind
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +144,24 @@ class Resource:
                 request.scope[BODY_LIMIT] = op.max_body
             if not op.own_keys and (key := idempotent.key_of(request)) is not None:
                 return await idempotent.run(request, op.endpoint, key)
+            if op.replica and (replica := request.state["replica"]) and replica.fresh():
+                return await read_replica(request, op.endpoint, replica)
             return await op.endpoint(request)
 
         return OwnPath(self.path, dispatch, methods=list(handlers), name=self.path)
+
+
+async def read_replica(request: Request[Any], endpoint: Endpoint, replica: Replica) -> Response:
+    """A read on the replica; if the replica fails under it, the same read on the primary
+    (a read changes nothing, so running it again is safe)."""
+    request.scope[crud.REPLICA] = True
+    try:
+        return await endpoint(request)
+    except TRANSIENT as exc:
+        replica.lost(exc)
+        metrics.REPLICA_FALLBACKS.inc()
+        request.scope[crud.REPLICA] = False
+        return await endpoint(request)
 
 
 class OwnPath(Route):
@@ -187,6 +216,7 @@ _SINCE = {
         "([.][0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$",
     },
 }
+METRICS_READER = Access((ADMIN,), note="an admin")
 
 # Links for the stateful phase of schemathesis. Deletes are not linked: deleting a user or an
 # event cancels its registrations, so a later GET /registrations/{id} is a correct 404 that
@@ -235,7 +265,14 @@ RESOURCES: list[Resource] = [
     ),
     resource(
         f"{API}/users",
-        get=Operation(users.list_all, "List live users", list[User], paged=True, access=USER_LIST),
+        get=Operation(
+            users.list_all,
+            "List live users",
+            list[User],
+            paged=True,
+            access=USER_LIST,
+            replica=True,
+        ),
         post=Operation(
             users.create,
             "Create a user (sign up); with tokens on, the answer carries its first token",
@@ -298,7 +335,7 @@ RESOURCES: list[Resource] = [
     ),
     resource(
         f"{API}/events",
-        get=Operation(events.list_all, "List live events", list[Event], paged=True),
+        get=Operation(events.list_all, "List live events", list[Event], paged=True, replica=True),
         post=Operation(
             events.create,
             "Create an event",
@@ -318,12 +355,17 @@ RESOURCES: list[Resource] = [
             list[Event],
             errors=(UserNotFound,),
             paged=True,
+            replica=True,
         ),
     ),
     resource(
         f"{API}/events/{{id}}",
         get=Operation(
-            events.get, "Get an event with its organizer", Event, errors=(EventNotFound,)
+            events.get,
+            "Get an event with its organizer",
+            Event,
+            errors=(EventNotFound,),
+            replica=True,
         ),
         put=_EVENT_UPDATE,
         patch=_EVENT_UPDATE,
@@ -388,6 +430,7 @@ RESOURCES: list[Resource] = [
             paged=True,
             access=EVENT_OWNER,
             filters=registrations.STATUS_FILTER,
+            replica=True,
         ),
     ),
     resource(
@@ -531,6 +574,19 @@ RESOURCES += [
         ),
     ),
 ]
+RESOURCES.append(
+    resource(
+        "/metrics",
+        get=Operation(
+            meta.metrics_text,
+            "Prometheus metrics: requests, registrations, locks, pools, 503s, seats",
+            str,
+            errors=(NotFound,),
+            access=METRICS_READER,
+            media="text/plain",
+        ),
+    )
+)
 OPENAPI = openapi.Served()
 RESOURCES.append(
     resource(
@@ -539,4 +595,4 @@ RESOURCES.append(
     )
 )
 OPENAPI.encode(RESOURCES)
-ROUTES = [r.route() for r in RESOURCES]
+ROUTES = [r.route() for r in RESOURCES] + docs.ROUTES  # /docs: a page, not part of the API

@@ -20,7 +20,7 @@ import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from eventreg import testhooks
+from eventreg import metrics, testhooks
 from eventreg.db import AppState, admission, connection
 from eventreg.db.admission import Member, Outcome
 from eventreg.db.idempotency import Answer
@@ -126,6 +126,7 @@ class Groups:
                 w.outcome.set_exception(ConnectionAbortedError("the server is stopping"))
             raise
         else:
+            metrics.GROUP_SIZE.observe(len(group))
             for w, outcome in zip(group, outcomes, strict=True):
                 w.outcome.set_result(outcome)
         finally:

@@ -21,13 +21,19 @@ from eventreg.structs import Message
 Body = TypeVar("Body")
 Endpoint = Callable[[Request[AppState]], Awaitable[Response]]
 BOUND = "eventreg.connection"  # the request scope key of a connection in a route's transaction
+REPLICA = "eventreg.replica"  # set when this request reads from the replica (routes.dispatch)
 
 
 def connection_for(request: Request[AppState]) -> AbstractAsyncContextManager[Conn]:
     """The connection an endpoint works on: the one of the transaction an Idempotency-Key
-    opened for this request, or one from the pool."""
+    opened for this request, or one from the pool: the replica's when the route table allows
+    it and the replica is fresh enough (routes.dispatch decides), else the primary's."""
     bound: Conn | None = request.scope.get(BOUND)
-    return nullcontext(bound) if bound is not None else connection(request.state)
+    if bound is not None:
+        return nullcontext(bound)
+    if request.scope.get(REPLICA) and (replica := request.state["replica"]) is not None:
+        return connection(request.state, replica.pool)
+    return connection(request.state)
 
 
 def public(run: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

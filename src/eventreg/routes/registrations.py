@@ -7,12 +7,12 @@ from typing import get_args
 from starlette.requests import Request
 from starlette.responses import Response
 
-from eventreg import testhooks
+from eventreg import metrics, testhooks
 from eventreg.auth import caller_of, limit
 from eventreg.db import AppState, registrations
 from eventreg.db.admission import Member, Outcome
 from eventreg.db.idempotency import Answer
-from eventreg.errors import ApiError, Forbidden
+from eventreg.errors import AlreadyRegistered, ApiError, EventFull, Forbidden
 from eventreg.http import encode, json, read_json
 from eventreg.routes import crud, idempotent
 from eventreg.structs import (
@@ -54,11 +54,15 @@ async def register(request: Request[AppState]) -> Response:
 async def _alone(request: Request[AppState]) -> Response:
     """One registration, one transaction (GROUP_ADMISSION=off)."""
     body = await _read(request)
-    async with crud.connection_for(request) as conn:
-        registration = await registrations.register(
-            conn, caller_of(request), body.event_id, body.user_id,
-            waitlist=body.waitlist, lock_wait=lock_wait(request),
-        )  # fmt: skip
+    try:
+        async with crud.connection_for(request) as conn:
+            registration = await registrations.register(
+                conn, caller_of(request), body.event_id, body.user_id,
+                waitlist=body.waitlist, lock_wait=lock_wait(request),
+            )  # fmt: skip
+    except ApiError as exc:
+        _count(exc)
+        raise
     return _respond(registration)
 
 
@@ -77,12 +81,22 @@ def answer(registration: Registration) -> Answer:
 
 def _respond(outcome: Outcome) -> Response:
     if isinstance(outcome, ApiError):
+        _count(outcome)
         raise outcome
     if isinstance(outcome, Answer):  # an Idempotency-Key seen before: the first answer
         return idempotent.replayed(outcome)
+    metrics.registration("waitlisted" if outcome.status == "waitlisted" else "created")
     made = answer(outcome)
     assert made.location is not None
     return Response(made.body, made.status, {"Location": made.location}, "application/json")
+
+
+def _count(refusal: ApiError) -> None:
+    """The refusals eventreg_registrations_total counts: full and duplicate."""
+    if isinstance(refusal, EventFull):
+        metrics.registration("full")
+    elif isinstance(refusal, AlreadyRegistered):
+        metrics.registration("duplicate")
 
 
 async def cancel(request: Request[AppState]) -> Response:

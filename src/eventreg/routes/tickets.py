@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -13,9 +14,10 @@ import segno
 from starlette.requests import Request
 from starlette.responses import Response
 
+from eventreg import metrics
 from eventreg.auth import caller_of
 from eventreg.db import AppState, tickets
-from eventreg.errors import InvalidQuery
+from eventreg.errors import ApiError, InvalidQuery
 from eventreg.http import json, path_id, read_json
 from eventreg.routes import crud
 from eventreg.structs import DoorTokenRequest, Scan, ScanBatch, Ticket
@@ -66,10 +68,15 @@ async def keys(request: Request[AppState]) -> Response:
 async def check_in(request: Request[AppState]) -> Response:
     event_id = path_id(request)
     body = await read_json(request, Scan)
-    async with crud.connection_for(request) as conn:
-        done = await tickets.check_in(
-            conn, caller_of(request), request.state["tickets"], event_id, body.code
-        )
+    try:
+        async with crud.connection_for(request) as conn:
+            done = await tickets.check_in(
+                conn, caller_of(request), request.state["tickets"], event_id, body.code
+            )
+    except ApiError as refusal:  # a scan refused (forged, cancelled, another event…)
+        metrics.check_in(refusal.code)
+        raise
+    metrics.check_in(done.code)
     if done.code == "already_checked_in":
         return json(done)
     where = f"/api/v1/registrations/{done.registration_id}/check-in"
@@ -83,6 +90,8 @@ async def upload(request: Request[AppState]) -> Response:
         result = await tickets.upload(
             conn, caller_of(request), request.state["tickets"], event_id, body.scans
         )
+    for code, count in Counter(o.code for o in result.outcomes).items():
+        metrics.check_in(code, "batch", count)
     return json(result)
 
 
@@ -116,5 +125,13 @@ async def issue_door_token(request: Request[AppState]) -> Response:
 
 summary = crud.fetch(tickets.summary)
 get_check_in = crud.fetch(tickets.get_check_in)
-undo = crud.delete(tickets.undo, "check-in undone")
+_undo = crud.delete(tickets.undo, "check-in undone")
+
+
+async def undo(request: Request[AppState]) -> Response:
+    answer = await _undo(request)
+    metrics.check_in("undone")
+    return answer
+
+
 list_door_tokens = crud.fetch_page_of(tickets.list_door_tokens)

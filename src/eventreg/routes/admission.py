@@ -126,7 +126,6 @@ class Groups:
                 w.outcome.set_exception(ConnectionAbortedError("the server is stopping"))
             raise
         else:
-            metrics.GROUP_SIZE.observe(len(group))
             for w, outcome in zip(group, outcomes, strict=True):
                 w.outcome.set_result(outcome)
         finally:
@@ -162,8 +161,10 @@ async def _admit(
     """One group's transaction, on a pooled connection."""
     settings = state["settings"]
     async with connection(state) as conn:
-        return await admission.admit(
+        outcomes = await admission.admit(
             conn, event_id, members, answer=answer,
             key_ttl=settings.idempotency_ttl_hours * 3600,
             lock_wait=settings.lock_timeout_ms / 1000 or None,
         )  # fmt: skip
+    metrics.GROUP_SIZE.observe(len(members))  # a group of one too
+    return outcomes

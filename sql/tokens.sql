@@ -17,16 +17,14 @@ SELECT t.id, t.user_id, u.role, t.expires_at, t.check_in_event_id
    AND (t.expires_at IS NULL OR t.expires_at > now());
 
 -- name: touch_tokens
--- Record that tokens $1 were used, at most once a minute each.
+-- Record that tokens $1 were used, at most once a minute each. One statement, whose commit
+-- need not wait for the WAL flush (set_config(…, true) holds for this transaction only):
+-- losing a last-use time in a crash costs nothing.
 UPDATE api_tokens
    SET last_used_at = now()
+  FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
  WHERE id = ANY($1::bigint[])
    AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute');
-
--- name: relax_commit
--- This transaction only: COMMIT need not wait for the WAL flush. For bookkeeping whose
--- loss in a crash costs nothing (a last-use time a minute old).
-SET LOCAL synchronous_commit TO off;
 
 -- name: list_tokens
 -- Keyset page of user $1's tokens (never their secrets): ids after $2, at most $3 rows.

@@ -151,7 +151,7 @@ async def test_durability_canary(api_factory: ApiFactory, tdb: Db, fault_pg: Fau
 
 async def test_api_graceful_restart(api: ApiProcess, tdb: Db) -> None:
     """R1: SIGTERM under load: in-flight requests finish (or the socket closes), exit 0."""
-    (event,), users = await make_events(tdb, [1000]), await make_users(tdb, 300)
+    (event,), users = await make_events(tdb, [1000]), await make_users(tdb, 1000)
     history = History()
     slow = {"X-Test-Delay-After-Lock": "20"}
 

@@ -117,7 +117,7 @@ def ticket_key_file(values: Mapping[str, Any], env: Mapping[str, str]) -> tuple[
     if not is_loopback(values["host"]):
         raise ConfigError(
             f"HOST {values['host']!r} needs TICKET_KEY_FILE or TICKET_SIGNING_KEY: every API"
-            " host must sign tickets with the same key (README: Tickets and check-in)"
+            " host must sign tickets with the same key (docs/tickets.md: Keys)"
         )
     data = Path(env.get("EVENTREG_DATA_DIR") or ".data").resolve()
     return str(data / TICKET_KEY_NAME), True

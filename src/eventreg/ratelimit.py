@@ -2,7 +2,7 @@
 
 In memory, in each worker process: with N workers a client may get up to N times the rate,
 depending on how the kernel spreads its connections. That bounds abuse without a shared
-store; a hard global limit belongs in front of the API (see the README).
+store; a hard global limit belongs in front of the API (see docs/operations.md).
 """
 
 from __future__ import annotations

@@ -307,7 +307,7 @@ class CheckInSummary(Struct, frozen=True):
 
 class RevokedTickets(Struct, frozen=True):
     """Registrations of the event cancelled at or after `since` (all of them without it).
-    Pass `next_since` as `since` next time: it lags the clock on purpose (see README), so
+    Pass `next_since` as `since` next time: it lags the clock on purpose (see docs/tickets.md), so
     some ids come twice and none is missed."""
 
     event_id: int

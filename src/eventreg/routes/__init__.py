@@ -178,8 +178,8 @@ def resource(path: str, **by_method: Operation) -> Resource:
     return Resource(path, {method.upper(): op for method, op in by_method.items()})
 
 
-# The rules of EVENTREG_AUTH=tokens (README "Who may do what"). Object-level checks run in
-# the db functions, under the locks of the rows they decide about.
+# The rules of EVENTREG_AUTH=tokens (README "Who may do what"; docs/api.md in full).
+# Object-level checks run in the db functions, under the locks of the rows they decide about.
 SIGNED_IN_ONLY = Access((SIGNED_IN,), note="any valid token")
 SIGN_UP = Access((ANYONE,), note="anyone for an attendee; an admin for another role (else 403)")
 USER_OWNER = Access(

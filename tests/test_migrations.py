@@ -16,6 +16,7 @@ Db: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
 def test_rollback_then_reapply(database_url: str) -> None:
     rolled = migrate.rollback_all(database_url)
     assert rolled == [
+        "0010.faster_key_check",
         "0009.tickets",
         "0008.waitlist",
         "0007.idempotency",
@@ -95,3 +96,26 @@ async def test_event_occupancy_reports_disagreement(db: Db) -> None:
         await db.fetchval("SELECT consistent FROM event_occupancy WHERE event_id = $1", event_id)
         is False
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "stored"),
+    [("k", True), ("~ x" * 85, True), ("k" * 256, False), ("", False), ("caf\u00e9", False),
+     ("tab\there", False), ("line\n", False)],
+)  # fmt: skip
+async def test_idempotency_keys_are_1_to_255_printable_ascii(
+    db: Db, key: str, stored: bool
+) -> None:
+    """idempotency_keys_key_printable (0010 states it without a bounded repetition): the
+    database holds the rule on its own."""
+    insert = db.execute(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, status, body, expires_at)"
+        " VALUES ('addr:x', $1, sha256('x'), 201, '{}', now() + interval '1 hour')",
+        key,
+    )
+    if stored:
+        await insert
+        assert await db.fetchval("SELECT key FROM idempotency_keys WHERE key = $1", key) == key
+    else:
+        with pytest.raises(asyncpg.CheckViolationError, match="idempotency_keys_key_printable"):
+            await insert

@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import asyncpg
 import msgspec
 
 from eventreg import sql, testhooks
 from eventreg.caller import OPEN
-from eventreg.db import Conn, event_lock, registrations, rows
+from eventreg.db import Conn, event_lock, idempotency, registrations, rows
 from eventreg.db.idempotency import Answer
 from eventreg.errors import (
     AlreadyRegistered,
@@ -30,7 +31,7 @@ from eventreg.errors import (
     RegistrationNotOpen,
     UserNotFound,
 )
-from eventreg.structs import Registration
+from eventreg.structs import Registration, RegistrationStatus
 
 Q = sql.load("admission")
 
@@ -66,27 +67,50 @@ async def admit(
     answer of its Idempotency-Key, exactly as the response will be sent."""
     if len(members) == 1 and members[0].key is None:  # alone: the single path's statements
         return [await _alone(conn, event_id, members[0], lock_wait)]
+    try:
+        return await _group(conn, event_id, members, answer, key_ttl, lock_wait)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "registrations_one_live_per_user":
+            raise
+    # A member registered meanwhile by a transaction that held the event lock while this
+    # one waited for it (see lock_event_for_group). Nothing was written; that registration
+    # has committed, so the group's second run sees it and refuses just that member.
+    return await _group(conn, event_id, members, answer, key_ttl, lock_wait)
+
+
+async def _group(
+    conn: Conn,
+    event_id: int,
+    members: Sequence[Member],
+    answer: Callable[[Registration], Answer],
+    key_ttl: float,
+    lock_wait: float | None,
+) -> list[Outcome]:
     out: list[Outcome | None] = [None] * len(members)
     async with conn.transaction():
-        await _hold_keys(conn, members, out)
-        # Holding a key means whoever held it before has committed or rolled back, so its
-        # stored answer (if any) is visible now: read before the event lock, not under it.
-        await _replays(conn, members, out)
+        locked = await conn.fetchrow(
+            Q["lock_members"], [m.user_id for m in members], *_key_arrays(members, out)
+        )
+        assert locked is not None  # one row, always
+        held = _held_keys(members, out, locked["held"])
         users = _users(members, out)
-        live = {r["id"] for r in await conn.fetch(Q["share_lock_users"], users)}
         with event_lock("group"):
             event = await conn.fetchrow(
-                Q["lock_event_for_group"], event_id, users, timeout=lock_wait
-            )
+                Q["lock_event_for_group"], event_id, users, *_key_arrays(members, out),
+                sum(1 for m, o in zip(members, out, strict=True) if o is None and m.waitlist),
+                timeout=lock_wait,
+            )  # fmt: skip
         if (hooks := testhooks.ARMED.get()) is not None:  # only with EVENTREG_TEST_HOOKS=1
             await testhooks.after_lock(hooks)
         if event is None:
+            await _replays_of_a_gone_event(conn, members, out, held)
             return [o or EventNotFound(f"event {event_id} does not exist", field="event_id")
                     for o in out]  # fmt: skip
+        _replays(members, out, held, event["stored"])
+        live = set(locked["live"])
         admitted = _decide(event_id, event, members, out, live, set(event["live_users"]))
         if admitted:
-            await _insert(conn, event_id, event, admitted, members, out)
-            await _store_keys(conn, members, out, answer, key_ttl)
+            await _insert(conn, event_id, event, admitted, members, out, answer, key_ttl)
     return [o for o in out if o is not None]
 
 
@@ -105,31 +129,56 @@ def _users(members: Sequence[Member], out: list[Outcome | None]) -> list[int]:
     return [m.user_id for m, o in zip(members, out, strict=True) if o is None]
 
 
-async def _hold_keys(conn: Conn, members: Sequence[Member], out: list[Outcome | None]) -> None:
-    keyed = [(i, m.key) for i, m in enumerate(members) if m.key is not None]
-    if not keyed:
-        return
-    held = await conn.fetch(
-        Q["try_lock_keys"], [k.scope for _, k in keyed], [k.key for _, k in keyed]
-    )
-    for (i, _), row in zip(keyed, held, strict=True):
-        if not row["held"]:
+def _key_arrays(
+    members: Sequence[Member], out: list[Outcome | None]
+) -> tuple[list[str], list[str]]:
+    """Scopes and keys of the undecided members that have one, in arrival order."""
+    keys = [m.key for m, o in zip(members, out, strict=True) if m.key is not None and o is None]
+    return [k.scope for k in keys], [k.key for k in keys]
+
+
+def _held_keys(
+    members: Sequence[Member], out: list[Outcome | None], held: Sequence[bool]
+) -> list[int]:
+    """The indexes of the members whose key this transaction holds; the others are told
+    their key is in flight."""
+    keyed = [i for i, m in enumerate(members) if m.key is not None]
+    for i, got in zip(keyed, held, strict=True):
+        if not got:
             out[i] = KeyInFlight("a request with this Idempotency-Key is still running")
+    return [i for i, got in zip(keyed, held, strict=True) if got]
 
 
-async def _replays(conn: Conn, members: Sequence[Member], out: list[Outcome | None]) -> None:
-    keyed = [(i, m.key) for i, m in enumerate(members) if m.key is not None and out[i] is None]
-    if not keyed:
-        return
-    found = await conn.fetch(Q["find_keys"], [k.scope for _, k in keyed], [k.key for _, k in keyed])
-    stored = {(r["scope"], r["key"]): r for r in found}
-    for i, key in keyed:
-        if (row := stored.get((key.scope, key.key))) is None:
-            continue
-        if row["fingerprint"] != key.fingerprint:
+def _replays(
+    members: Sequence[Member],
+    out: list[Outcome | None],
+    held: list[int],
+    stored: Sequence[tuple[int, bytes, int, str | None, str]],
+) -> None:
+    """Members whose key has a stored answer: the answer again, or 422 if the key was used
+    for another request. `n` counts the held keys from 1."""
+    for n, fingerprint, status, location, body in stored:
+        i = held[n - 1]
+        key = members[i].key
+        assert key is not None
+        if fingerprint != key.fingerprint:
             out[i] = KeyReused("this Idempotency-Key was used for a different request")
         else:
-            out[i] = Answer(row["status"], row["body"].encode(), row["location"])
+            out[i] = Answer(status, body.encode(), location)
+
+
+async def _replays_of_a_gone_event(
+    conn: Conn, members: Sequence[Member], out: list[Outcome | None], held: list[int]
+) -> None:
+    """The event is gone, but a retry of a registration made before still gets its first
+    answer (one lookup per key: this is rare)."""
+    for i in held:
+        key = members[i].key
+        assert key is not None
+        try:
+            out[i] = await idempotency.stored(conn, key.scope, key.key, key.fingerprint)
+        except KeyReused as reused:
+            out[i] = reused
 
 
 def _decide(
@@ -178,39 +227,34 @@ async def _insert(
     admitted: list[int],
     members: Sequence[Member],
     out: list[Outcome | None],
+    answer: Callable[[Registration], Answer],
+    key_ttl: float,
 ) -> None:
-    """The conditional UPDATE, then one INSERT; the first admitted take the free seats,
-    the rest join the end of the queue."""
+    """The conditional UPDATE, then one INSERT of the registrations and their keys' answers;
+    the first admitted take the free seats, the rest join the end of the queue."""
     seats = event["available_seats"]
-    statuses = ["active" if n < seats else "waitlisted" for n in range(len(admitted))]
+    statuses: list[RegistrationStatus] = [
+        "active" if n < seats else "waitlisted" for n in range(len(admitted))
+    ]
     active = statuses.count("active")
     if await conn.fetchval(Q["admit_group"], event_id, active, len(admitted) - active) is None:
         raise AssertionError("seats counted under the lock were not there")  # unreachable
-    users = [members[i].user_id for i in admitted]
-    made = {r["user_id"]: r for r in await conn.fetch(Q["insert_group"], event_id, users, statuses)}
+    ids, made_at = event["ids"][: len(admitted)], event["made_at"]
     position = event["waitlisted"]  # the queue's length before this group
-    for i in admitted:
-        registration = rows.registration(made[members[i].user_id])
-        if registration.status == "waitlisted":
+    for i, id_, status in zip(admitted, ids, statuses, strict=True):
+        registration = Registration(
+            id=id_, user_id=members[i].user_id, event_id=event_id, status=status,
+            created_at=made_at, updated_at=made_at,
+        )  # fmt: skip
+        if status == "waitlisted":
             position += 1
             registration = msgspec.structs.replace(registration, waitlist_position=position)
         out[i] = registration
-
-
-async def _store_keys(
-    conn: Conn,
-    members: Sequence[Member],
-    out: list[Outcome | None],
-    answer: Callable[[Registration], Answer],
-    ttl: float,
-) -> None:
-    stored = [(m.key, answer(o)) for m, o in zip(members, out, strict=True)
-              if m.key is not None and isinstance(o, Registration)]  # fmt: skip
-    if not stored:
-        return
+    keyed = [(k, answer(o)) for m, o in zip(members, out, strict=True)
+             if (k := m.key) is not None and isinstance(o, Registration)]  # fmt: skip
     await conn.execute(
-        Q["store_keys"],
-        [k.scope for k, _ in stored], [k.key for k, _ in stored],
-        [k.fingerprint for k, _ in stored], [a.status for _, a in stored],
-        [a.location for _, a in stored], [a.body.decode() for _, a in stored], ttl,
+        Q["insert_group"], event_id, ids, [members[i].user_id for i in admitted], statuses,
+        made_at, [k.scope for k, _ in keyed], [k.key for k, _ in keyed],
+        [k.fingerprint for k, _ in keyed], [a.status for _, a in keyed],
+        [a.location for _, a in keyed], [a.body.decode() for _, a in keyed], key_ttl,
     )  # fmt: skip

@@ -36,6 +36,12 @@ async def claim(
         await conn.execute(Q["lock_key"], scope, key, timeout=lock_wait)
     except (asyncpg.exceptions.LockNotAvailableError, TimeoutError):
         raise KeyInFlight("a request with this Idempotency-Key is still running") from None
+    return await stored(conn, scope, key, fingerprint)
+
+
+async def stored(conn: Conn, scope: str, key: str, fingerprint: bytes) -> Answer | None:
+    """The answer stored for a live key this transaction holds, if any; 422 if the key was
+    used for another request."""
     row = await conn.fetchrow(Q["find_key"], scope, key)
     if row is None:
         return None

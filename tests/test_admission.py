@@ -20,7 +20,7 @@ import pytest
 
 from eventreg.app import app_state, create_pool
 from eventreg.config import Settings
-from eventreg.db import AppState
+from eventreg.db import AppState, admission
 from eventreg.db.admission import Key, Member, Outcome
 from eventreg.db.idempotency import Answer
 from eventreg.errors import ApiError
@@ -168,6 +168,57 @@ async def test_a_mixed_group_answers_each_member_as_the_model_says(
     assert [list(g["who"]) for g in groups][2:] == [[u[2]], [u[3], u[4], u[6], u[7]]]
     keys = await db.fetch("SELECT key, status FROM idempotency_keys ORDER BY key")
     assert [(k["key"], k["status"]) for k in keys] == [("k1", 201), ("k3", 201)]
+
+
+async def test_a_member_the_lock_holder_registered_meanwhile_is_told_409(
+    database_url: str, db: Db
+) -> None:
+    """The group's lock statement reads who is registered with the snapshot it took before
+    waiting for the lock; the holder registers u[0] and commits meanwhile. The unique index
+    refuses the group's insert, and the group runs again: u[0] hears 409, the others get
+    their seats, and nothing is counted twice."""
+    event = await new_event(db, seats=5)
+    u = await users(db, 3)
+    holder = await asyncpg.connect(database_url)
+    gate = await asyncpg.connect(database_url)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", event)
+        await holder.execute(
+            "WITH s AS (UPDATE events SET available_seats = available_seats - 1 WHERE id = $1)"
+            " INSERT INTO registrations (event_id, user_id) VALUES ($1, $2)",
+            event,
+            u[0],
+        )
+        group = asyncio.create_task(
+            admission.admit(gate, event, [Member(v) for v in u], answer=answer, key_ttl=60)
+        )
+        await until_waiting_for_a_lock(db, gate)
+        await tx.commit()
+        outcomes = await group
+    finally:
+        await holder.close()
+        await gate.close()
+    assert [kind(o) for o in outcomes] == ["already_registered", "active", "active"]
+    assert await db.fetchval("SELECT available_seats FROM events WHERE id = $1", event) == 2
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM registrations WHERE event_id = $1 AND status = 'active'", event
+        )
+        == 3
+    )
+
+
+async def until_waiting_for_a_lock(db: Db, conn: Db) -> None:
+    pid = conn.get_server_pid()
+    for _ in range(500):
+        if await db.fetchval(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+        ):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the group never waited for the event lock")
 
 
 async def test_a_failed_group_takes_no_seat_and_answers_everyone_503(

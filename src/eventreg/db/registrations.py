@@ -88,7 +88,9 @@ def _refuse(
 async def _insert(conn: Conn, query: str, event_id: int, user_id: int) -> Registration:
     try:
         row = await conn.fetchrow(query, event_id, user_id)
-    except asyncpg.UniqueViolationError:  # unreachable under the lock; kept as a backstop
+    # Reachable: lock_event reads already_registered with the snapshot it took before
+    # waiting for the lock, so a registration the holder committed meanwhile is seen here.
+    except asyncpg.UniqueViolationError:
         raise AlreadyRegistered(f"user {user_id} is already registered") from None
     assert row is not None
     return rows.registration(row)

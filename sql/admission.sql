@@ -29,8 +29,8 @@ SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS plan_cache_m
 --   the holder meanwhile is not seen here, and the unique index refuses the insert (the
 --   caller then runs the group again, with a snapshot that sees it);
 -- * the answers stored for the held Idempotency-Keys ($3 scopes, $4 keys; `n` their
---   1-based index): a key's previous holder committed before this statement began, so its
---   answer is seen. One primary-key lookup per key: the LIMIT (the key is unique anyway)
+--   1-based index), and whether each has expired (not yet swept): a key's previous holder
+--   committed before this statement began, so its answer is seen. One primary-key lookup per key: the LIMIT (the key is unique anyway)
 --   keeps it a subquery, since as a join a plan cached while the table was nearly empty
 --   hashes the keys and scans the whole table, and keeps doing so as it grows (seen:
 --   14 ms a group at 60,000 keys);
@@ -46,12 +46,12 @@ SELECT e.available_seats, e.waitlisted,
                                    WHERE r.event_id = e.id AND r.user_id = u.id
                                      AND r.status IN ('active', 'waitlisted')
                                    LIMIT 1) AS live) AS live_users,
-       ARRAY(SELECT (k.n, i.fingerprint, i.status, i.location, i.body)
+       ARRAY(SELECT (k.n, i.fingerprint, i.status, i.location, i.body,
+                     i.expires_at <= now())
                FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS k(scope, key, n)
-              CROSS JOIN LATERAL (SELECT fingerprint, status, location, body
+              CROSS JOIN LATERAL (SELECT fingerprint, status, location, body, expires_at
                                     FROM idempotency_keys
                                    WHERE scope = k.scope AND key = k.key
-                                     AND expires_at > now()
                                    LIMIT 1) AS i) AS stored,
        ARRAY(SELECT nextval('registrations_id_seq')
                FROM unnest($2::bigint[]) WITH ORDINALITY AS g(user_id, n)
@@ -74,13 +74,19 @@ UPDATE events
  WHERE id = $1 AND available_seats >= $2
 RETURNING available_seats;
 
+-- name: delete_expired_keys
+-- Keys of the group's members that expired but were not swept yet ($1 scopes, $2 keys),
+-- deleted so insert_group can store them anew (rare: the sweep runs every minute).
+DELETE FROM idempotency_keys
+ WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+   AND expires_at <= now();
+
 -- name: insert_group
 -- The group's registrations ($2 ids from lock_event_for_group, $3 users, $4 statuses, all
 -- made at $5) and the answers of its members' Idempotency-Keys ($6 scopes, $7 keys,
 -- $8 fingerprints, $9 statuses, $10 Locations, $11 bodies; kept $12 seconds), in one
--- statement: they commit together or not at all. An expired row with the same key (not
--- yet swept) is replaced; a live one cannot be there, since the key's lock is held and
--- lock_event_for_group found none.
+-- statement: they commit together or not at all. No key can be there: its lock is held,
+-- lock_event_for_group found none, and delete_expired_keys removed any that had expired.
 WITH registered AS (
     INSERT INTO registrations (id, event_id, user_id, status, created_at, updated_at)
     OVERRIDING SYSTEM VALUE
@@ -91,9 +97,4 @@ INSERT INTO idempotency_keys (scope, key, fingerprint, status, location, body, e
 SELECT a.scope, a.key, a.fingerprint, a.status, a.location, a.body,
        now() + make_interval(secs => $12)
   FROM unnest($6::text[], $7::text[], $8::bytea[], $9::smallint[], $10::text[], $11::text[])
-       AS a(scope, key, fingerprint, status, location, body)
-    ON CONFLICT (scope, key) DO UPDATE
-   SET fingerprint = excluded.fingerprint, status = excluded.status,
-       location = excluded.location, body = excluded.body, revealed_token_hash = NULL,
-       created_at = excluded.created_at, expires_at = excluded.expires_at
- WHERE idempotency_keys.expires_at <= now();
+       AS a(scope, key, fingerprint, status, location, body);

@@ -295,3 +295,33 @@ async def test_an_expired_key_runs_afresh(client: httpx.AsyncClient, db: Db) -> 
     assert again.status_code == 201
     assert again.json()["id"] != first.json()["id"]
     assert "idempotent-replayed" not in again.headers
+
+
+async def test_an_expired_registration_key_runs_afresh_in_a_group(
+    client: httpx.AsyncClient, db: Db
+) -> None:
+    """A keyed registration goes through group admission, which stores its key with the
+    registrations' INSERT: an expired row with the same key, not swept yet, is replaced by
+    the new answer instead of refusing it."""
+    org = (await client.post(
+        f"{API}/users", json={"name": "O", "email": "o@x.io", "role": "organizer"}
+    )).json()  # fmt: skip
+    event = (await client.post(
+        f"{API}/events", json={"title": "E", "capacity": 3, "organizer_id": org["id"]}
+    )).json()  # fmt: skip
+    user = (await client.post(f"{API}/users", json={"name": "A", "email": "a@x.io"})).json()
+    body = {"user_id": user["id"], "event_id": event["id"]}
+    headers = {"Idempotency-Key": "seat"}
+    first = await client.post(f"{API}/registrations", json=body, headers=headers)
+    assert first.status_code == 201
+    assert (await client.request("DELETE", f"{API}/registrations", json=body)).status_code == 200
+    await db.execute("UPDATE idempotency_keys SET expires_at = created_at + interval '1 us'")
+    again = await client.post(f"{API}/registrations", json=body, headers=headers)
+    assert again.status_code == 201
+    assert "idempotent-replayed" not in again.headers
+    assert again.json()["id"] != first.json()["id"]
+    stored = await db.fetchrow("SELECT body, expires_at > now() AS live FROM idempotency_keys")
+    assert stored["live"] and stored["body"] == again.text
+    replay = await client.post(f"{API}/registrations", json=body, headers=headers)
+    assert (replay.status_code, replay.text) == (201, again.text)
+    assert replay.headers["idempotent-replayed"] == "true"

@@ -106,9 +106,13 @@ async def _group(
             await _replays_of_a_gone_event(conn, members, out, held)
             return [o or EventNotFound(f"event {event_id} does not exist", field="event_id")
                     for o in out]  # fmt: skip
-        _replays(members, out, held, event["stored"])
+        expired = _replays(members, out, held, event["stored"])
         live = set(locked["live"])
         admitted = _decide(event_id, event, members, out, live, set(event["live_users"]))
+        if expired:
+            await conn.execute(
+                Q["delete_expired_keys"], [k.scope for k in expired], [k.key for k in expired]
+            )
         if admitted:
             await _insert(conn, event_id, event, admitted, members, out, answer, key_ttl)
     return [o for o in out if o is not None]
@@ -153,18 +157,22 @@ def _replays(
     members: Sequence[Member],
     out: list[Outcome | None],
     held: list[int],
-    stored: Sequence[tuple[int, bytes, int, str | None, str]],
-) -> None:
-    """Members whose key has a stored answer: the answer again, or 422 if the key was used
-    for another request. `n` counts the held keys from 1."""
-    for n, fingerprint, status, location, body in stored:
-        i = held[n - 1]
-        key = members[i].key
+    stored: Sequence[tuple[int, bytes, int, str | None, str, bool]],
+) -> list[Key]:
+    """Members whose key has a live stored answer: the answer again, or 422 if the key was
+    used for another request. `n` counts the held keys from 1. Returns the expired keys,
+    to delete before they are stored anew."""
+    expired = []
+    for n, fingerprint, status, location, body, gone in stored:
+        key = members[held[n - 1]].key
         assert key is not None
-        if fingerprint != key.fingerprint:
-            out[i] = KeyReused("this Idempotency-Key was used for a different request")
+        if gone:
+            expired.append(key)
+        elif fingerprint != key.fingerprint:
+            out[held[n - 1]] = KeyReused("this Idempotency-Key was used for a different request")
         else:
-            out[i] = Answer(status, body.encode(), location)
+            out[held[n - 1]] = Answer(status, body.encode(), location)
+    return expired
 
 
 async def _replays_of_a_gone_event(

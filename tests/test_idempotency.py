@@ -321,6 +321,7 @@ async def test_an_expired_registration_key_runs_afresh_in_a_group(
     assert "idempotent-replayed" not in again.headers
     assert again.json()["id"] != first.json()["id"]
     stored = await db.fetchrow("SELECT body, expires_at > now() AS live FROM idempotency_keys")
+    assert stored is not None
     assert (stored["live"], stored["body"]) == (True, again.text)
     replay = await client.post(f"{API}/registrations", json=body, headers=headers)
     assert (replay.status_code, replay.text) == (201, again.text)

@@ -1,14 +1,26 @@
 -- name: lock_members
--- Group admission, before the event lock: every member's user share-locked in id order
--- (users before events, as everywhere; a missing id is a user that does not exist or was
--- deleted), and each Idempotency-Key ($2 scopes, $3 keys, arrival order) held for this
--- transaction if free. A key held elsewhere is a request with that key still running: that
--- member is told so, and the group does not wait for it. Try-locks never wait, so taking
--- them beside the row locks cannot deadlock.
--- And for the rest of the transaction, the statements' cached generic plans: PostgreSQL
--- would otherwise plan lock_event_for_group afresh on every execution (its custom plans,
--- sized to the arrays at hand, look cheaper than the generic one, which expects 10
--- elements each), 0.2 ms of the server's time a group while the event lock is held.
+-- Group admission, before the event lock ($1 the members' users, $4 the event), in one
+-- round trip; none of it needs the lock, so it runs while another group holds it:
+-- * for the rest of the transaction, the statements' cached generic plans: PostgreSQL
+--   would otherwise plan lock_event_for_group afresh on every execution (its custom plans,
+--   sized to the arrays at hand, look cheaper than the generic one, which expects 10
+--   elements each), 0.2 ms of the server's time a group;
+-- * every member's user share-locked in id order (users before events, as everywhere; a
+--   missing id is a user that does not exist or was deleted);
+-- * each Idempotency-Key ($2 scopes, $3 keys, arrival order) held for this transaction if
+--   free. A key held elsewhere is a request with that key still running: that member is
+--   told so, and the group does not wait for it. Try-locks never wait, so taking them
+--   beside the row locks cannot deadlock;
+-- * which of the users already hold a seat or a place in the event's queue, one probe of
+--   the unique index per user (the LIMIT keeps a cached plan from filtering every
+--   registration of the event instead: 1 ms a group at 5,000 registrations). Read before
+--   the lock, this can miss a registration another transaction commits before this one
+--   gets the lock (so could a read under it: a statement that waits for a row lock keeps
+--   the snapshot it took before waiting). The unique index then refuses the INSERT, and
+--   the caller runs the group again, with a snapshot that sees it;
+-- * the ids the group's registrations will have, one per member while the event has seats
+--   ($5, as many as would queue, once it has none): the answers stored with the keys are
+--   written before the INSERT.
 SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS plan_cache_mode,
        ARRAY(SELECT id FROM users
               WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL
@@ -16,48 +28,40 @@ SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS plan_cache_m
                 FOR SHARE) AS live,
        ARRAY(SELECT pg_try_advisory_xact_lock(hashtextextended(k.scope || E'\n' || k.key, 0))
                FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k(scope, key, n)
-              ORDER BY k.n) AS held;
+              ORDER BY k.n) AS held,
+       ARRAY(SELECT u.id
+               FROM unnest($1::bigint[]) AS u(id)
+              CROSS JOIN LATERAL (SELECT FROM registrations r
+                                   WHERE r.event_id = $4 AND r.user_id = u.id
+                                     AND r.status IN ('active', 'waitlisted')
+                                   LIMIT 1) AS live) AS registered,
+       ARRAY(SELECT nextval('registrations_id_seq')
+               FROM unnest($1::bigint[]) WITH ORDINALITY AS g(user_id, n)
+              WHERE g.n <= CASE WHEN (SELECT available_seats FROM events WHERE id = $4) > 0
+                                THEN cardinality($1::bigint[]) ELSE $5 END
+              ORDER BY g.n) AS ids;
 
 -- name: lock_event_for_group
 -- Group admission: the event's row lock for the whole group, and in the same round trip
--- what the group's transaction needs while it holds it:
--- * its seats and queue, and its window by the database's clock at this moment;
--- * which of the users $2 already hold a seat or a place in its queue, one probe of the
---   unique index per user (the LIMIT, as below, keeps a cached plan from filtering every
---   registration of the event instead: 1 ms a group at 5,000 registrations). Read with the
---   statement's snapshot, taken before any wait for the lock: a registration committed by
---   the holder meanwhile is not seen here, and the unique index refuses the insert (the
---   caller then runs the group again, with a snapshot that sees it);
--- * the answers stored for the held Idempotency-Keys ($3 scopes, $4 keys; `n` their
---   1-based index), and whether each has expired (not yet swept): a key's previous holder
---   committed before this statement began, so its answer is seen. One primary-key lookup per key: the LIMIT (the key is unique anyway)
---   keeps it a subquery, since as a join a plan cached while the table was nearly empty
---   hashes the keys and scans the whole table, and keeps doing so as it grows (seen:
---   14 ms a group at 60,000 keys);
--- * the ids of the registrations the group may make (one per user in $2 if seats are
---   left, else $5, as many as would queue) and the time they are made: the answers,
---   stored with the keys, are written before the INSERT.
+-- its seats and queue, its window and the time its registrations are made, by the
+-- database's clock at this moment, and the answers stored for the held Idempotency-Keys
+-- ($2 scopes, $3 keys; `n` their 1-based index) with whether each has expired (not yet
+-- swept). A key's previous holder committed before this statement began, so its answer is
+-- seen. One primary-key lookup per key: the LIMIT (the key is unique anyway) keeps it a
+-- subquery, since as a join a plan cached while the table was nearly empty hashes the keys
+-- and scans the whole table, and keeps doing so as it grows (seen: 14 ms a group at 60,000
+-- keys). Nothing else is read here: after a wait for the lock, PostgreSQL evaluates the
+-- row's expressions again.
 SELECT e.available_seats, e.waitlisted,
        e.registration_opens_at > clock_timestamp() AS not_open_yet,
        e.registration_closes_at <= clock_timestamp() AS closed,
-       ARRAY(SELECT u.id
-               FROM unnest($2::bigint[]) AS u(id)
-              CROSS JOIN LATERAL (SELECT FROM registrations r
-                                   WHERE r.event_id = e.id AND r.user_id = u.id
-                                     AND r.status IN ('active', 'waitlisted')
-                                   LIMIT 1) AS live) AS live_users,
        ARRAY(SELECT (k.n, i.fingerprint, i.status, i.location, i.body,
                      i.expires_at <= now())
-               FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS k(scope, key, n)
+               FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k(scope, key, n)
               CROSS JOIN LATERAL (SELECT fingerprint, status, location, body, expires_at
                                     FROM idempotency_keys
                                    WHERE scope = k.scope AND key = k.key
                                    LIMIT 1) AS i) AS stored,
-       ARRAY(SELECT nextval('registrations_id_seq')
-               FROM unnest($2::bigint[]) WITH ORDINALITY AS g(user_id, n)
-              WHERE g.n <= CASE WHEN e.available_seats > 0 THEN cardinality($2::bigint[])
-                                ELSE $5 END
-              ORDER BY g.n) AS ids,
        clock_timestamp() AS made_at
   FROM events e
  WHERE e.id = $1 AND e.deleted_at IS NULL
@@ -74,6 +78,11 @@ UPDATE events
  WHERE id = $1 AND available_seats >= $2
 RETURNING available_seats;
 
+-- name: more_ids
+-- $1 more registration ids, for a group that found seats under the lock after
+-- lock_members had seen none and allotted ids only to the members that would queue.
+SELECT ARRAY(SELECT nextval('registrations_id_seq') FROM generate_series(1, $1::int));
+
 -- name: delete_expired_keys
 -- Keys of the group's members that expired but were not swept yet ($1 scopes, $2 keys),
 -- deleted so insert_group can store them anew (rare: the sweep runs every minute).
@@ -82,7 +91,7 @@ DELETE FROM idempotency_keys
    AND expires_at <= now();
 
 -- name: insert_group
--- The group's registrations ($2 ids from lock_event_for_group, $3 users, $4 statuses, all
+-- The group's registrations ($2 ids from lock_members, $3 users, $4 statuses, all
 -- made at $5) and the answers of its members' Idempotency-Keys ($6 scopes, $7 keys,
 -- $8 fingerprints, $9 statuses, $10 Locations, $11 bodies; kept $12 seconds), in one
 -- statement: they commit together or not at all. No key can be there: its lock is held,

@@ -210,6 +210,50 @@ async def test_a_member_the_lock_holder_registered_meanwhile_is_told_409(
     )
 
 
+async def test_a_seat_freed_while_the_group_waited_is_taken(database_url: str, db: Db) -> None:
+    """lock_members saw a full event and allotted ids only to the member that would queue;
+    the holder frees the seat and commits while the group waits for the lock. Under it the
+    group finds the seat: u[1] takes it and u[2] queues, so the group asks for another id."""
+    event = await new_event(db, seats=1)
+    u = await users(db, 3)
+    await db.execute(
+        "WITH s AS (UPDATE events SET available_seats = 0 WHERE id = $1)"
+        " INSERT INTO registrations (event_id, user_id) VALUES ($1, $2)",
+        event,
+        u[0],
+    )
+    holder = await asyncpg.connect(database_url)
+    gate = await asyncpg.connect(database_url)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", event)
+        group = asyncio.create_task(admission.admit(
+            gate, event, [Member(u[1]), Member(u[2], waitlist=True)], answer=answer, key_ttl=60
+        ))  # fmt: skip
+        await until_waiting_for_a_lock(db, gate)
+        await holder.execute(
+            "WITH s AS (UPDATE events SET available_seats = 1 WHERE id = $1)"
+            " UPDATE registrations SET status = 'cancelled', cancelled_at = now()"
+            " WHERE event_id = $1 AND user_id = $2",
+            event,
+            u[0],
+        )
+        await tx.commit()
+        outcomes = await group
+    finally:
+        await holder.close()
+        await gate.close()
+    assert [kind(o) for o in outcomes] == ["active", "waitlisted"]
+    made = await db.fetch(
+        "SELECT id, user_id, status FROM registrations WHERE event_id = $1"
+        " AND status <> 'cancelled' ORDER BY id",
+        event,
+    )
+    assert [(r["user_id"], r["status"]) for r in made] == [(u[1], "active"), (u[2], "waitlisted")]
+    assert [r["id"] for r in made] == [o.id for o in outcomes if isinstance(o, Registration)]
+
+
 async def until_waiting_for_a_lock(db: Db, conn: Db) -> None:
     pid = conn.get_server_pid()
     for _ in range(500):

@@ -88,16 +88,16 @@ async def _group(
 ) -> list[Outcome]:
     out: list[Outcome | None] = [None] * len(members)
     async with conn.transaction():
+        everyone = [m.user_id for m in members]
+        waitlisters = sum(1 for m in members if m.waitlist)
         locked = await conn.fetchrow(
-            Q["lock_members"], [m.user_id for m in members], *_key_arrays(members, out)
+            Q["lock_members"], everyone, *_key_arrays(members, out), event_id, waitlisters
         )
         assert locked is not None  # one row, always
         held = _held_keys(members, out, locked["held"])
-        users = _users(members, out)
         with event_lock("group"):
             event = await conn.fetchrow(
-                Q["lock_event_for_group"], event_id, users, *_key_arrays(members, out),
-                sum(1 for m, o in zip(members, out, strict=True) if o is None and m.waitlist),
+                Q["lock_event_for_group"], event_id, *_key_arrays(members, out),
                 timeout=lock_wait,
             )  # fmt: skip
         if (hooks := testhooks.ARMED.get()) is not None:  # only with EVENTREG_TEST_HOOKS=1
@@ -107,14 +107,15 @@ async def _group(
             return [o or EventNotFound(f"event {event_id} does not exist", field="event_id")
                     for o in out]  # fmt: skip
         expired = _replays(members, out, held, event["stored"])
-        live = set(locked["live"])
-        admitted = _decide(event_id, event, members, out, live, set(event["live_users"]))
+        live, registered = set(locked["live"]), set(locked["registered"])
+        admitted = _decide(event_id, event, members, out, live, registered)
         if expired:
             await conn.execute(
                 Q["delete_expired_keys"], [k.scope for k in expired], [k.key for k in expired]
             )
         if admitted:
-            await _insert(conn, event_id, event, admitted, members, out, answer, key_ttl)
+            await _insert(conn, event_id, event, locked["ids"], admitted, members, out, answer,
+                          key_ttl)  # fmt: skip
     return [o for o in out if o is not None]
 
 
@@ -127,10 +128,6 @@ async def _alone(conn: Conn, event_id: int, m: Member, lock_wait: float | None) 
         )  # the caller was checked by the route, before the group
     except ApiError as refusal:
         return refusal
-
-
-def _users(members: Sequence[Member], out: list[Outcome | None]) -> list[int]:
-    return [m.user_id for m, o in zip(members, out, strict=True) if o is None]
 
 
 def _key_arrays(
@@ -232,6 +229,7 @@ async def _insert(
     conn: Conn,
     event_id: int,
     event: rows.Row,
+    ids: Sequence[int],
     admitted: list[int],
     members: Sequence[Member],
     out: list[Outcome | None],
@@ -247,7 +245,9 @@ async def _insert(
     active = statuses.count("active")
     if await conn.fetchval(Q["admit_group"], event_id, active, len(admitted) - active) is None:
         raise AssertionError("seats counted under the lock were not there")  # unreachable
-    ids, made_at = event["ids"][: len(admitted)], event["made_at"]
+    if len(ids) < len(admitted):  # seats came free after lock_members saw none (rare)
+        ids = [*ids, *await conn.fetchval(Q["more_ids"], len(admitted) - len(ids))]
+    ids, made_at = ids[: len(admitted)], event["made_at"]
     position = event["waitlisted"]  # the queue's length before this group
     for i, id_, status in zip(admitted, ids, statuses, strict=True):
         registration = Registration(

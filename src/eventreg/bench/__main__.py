@@ -69,8 +69,14 @@ HOT_VS_CEILING, LOW_P50_PCT, KEYS_BUDGET_PCT = 3, 105, 10  # issue 12, issue 11
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m eventreg.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--quick", action="store_true", help="3 s per scenario instead of 10")
-    p.add_argument("--duration", type=float, help="measured seconds per scenario")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 s per scenario instead of 10 (30 in a compared set), one round",
+    )
+    p.add_argument(
+        "--duration", type=float, help="measured seconds per scenario, compared ones included"
+    )
     p.add_argument("--workers", type=int, default=2, help="WEB_CONCURRENCY for writes (2)")
     p.add_argument("--read-workers", type=int, default=1, help="WEB_CONCURRENCY for reads (1)")
     p.add_argument("--clients", type=int, default=50, help="concurrent clients (50)")
@@ -104,7 +110,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         "scenarios": tuple(args.only or (() if args.chart else SCENARIOS)),
     }  # fmt: skip
     if args.duration is not None:
-        changes["duration"] = args.duration
+        changes["duration"] = changes["compared_duration"] = args.duration
     return dataclasses.replace(plan, **changes)
 
 

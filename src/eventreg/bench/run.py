@@ -50,13 +50,19 @@ CHECKIN_TIMEOUT = 120.0  # seconds: a run ends when its tickets do; this only bo
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    duration: float = 10.0  # measured seconds per HTTP scenario
+    duration: float = 10.0  # measured seconds per HTTP scenario run on its own
+    # A scenario compared with others (hot with hot_keys, …) runs `rounds` times in the
+    # order A B … B A, `compared_duration` seconds in all: one pair of 5 s runs put
+    # hot_keys anywhere from 80% to 114% of hot with the same code, three of them within
+    # a few points (the two workers' groups fall into step differently at each start).
+    compared_duration: float = 30.0
+    rounds: int = 3
     warmup: float = 1.0
     ceiling_duration: float = 5.0
     clients: int = 50
     workers: int = 2  # WEB_CONCURRENCY for the registration scenarios
     read_workers: int = 1  # WEB_CONCURRENCY for read_one / read_list
-    users: int = 60_000  # distinct users per registration phase (bounds its count)
+    users: int = 180_000  # distinct users per registration scenario (bounds its count)
     pool_max: int | None = None  # DB_POOL_MAX for the server; None: the server's default
     scenarios: tuple[str, ...] = (
         "hot", "hot_single", "hot_keys", "hot_tokens", "spread", "low_1", "low_1_single",
@@ -68,7 +74,8 @@ class Plan:
 
     @staticmethod
     def quick() -> Plan:
-        return Plan(duration=3.0, warmup=0.5, ceiling_duration=2.0, users=20_000)
+        return Plan(duration=3.0, compared_duration=3.0, rounds=1, warmup=0.5,
+                    ceiling_duration=2.0, users=20_000)  # fmt: skip
 
 
 class Row(msgspec.Struct, omit_defaults=True):
@@ -513,14 +520,17 @@ class Side:
 
 
 async def compare(sides: list[Side], plan: Plan) -> list[Row]:
-    """One scenario for the plan's duration, or several in the order A B … B A for half of
-    it each: on a shared machine a neighbour whose load drifts during the runs weighs on
-    all alike, and a ratio between them is what these sets are for. Each row also says how
-    much CPU its server and PostgreSQL spent per recorded request (extra.api_cpu_ms,
-    extra.db_cpu_ms)."""
-    order = sides if len(sides) == 1 else sides + sides[::-1]
+    """One scenario for the plan's duration, or several in the order A B … B A, the plan's
+    rounds times, for its compared_duration in all: on a shared machine a neighbour whose
+    load drifts during the runs weighs on all alike, and a ratio between them is what
+    these sets are for. Each row also says how much CPU its server and PostgreSQL spent
+    per recorded request (extra.api_cpu_ms, extra.db_cpu_ms)."""
+    if len(sides) == 1:
+        order, total = sides, plan.duration
+    else:
+        order, total = (sides + sides[::-1]) * plan.rounds, plan.compared_duration
     runs = len(order) // len(sides)
-    duration = plan.duration / runs
+    duration = total / runs
     tallies = {side.name: Tally() for side in sides}
     peaks = dict.fromkeys(tallies, 0)
     seen = dict.fromkeys(tallies, 0)

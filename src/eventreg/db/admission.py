@@ -2,7 +2,7 @@
 
 The shape of a single registration, once for the whole group: the users' share locks, one
 `SELECT … FOR UPDATE` of the event, one conditional UPDATE of its seats (and queue), one
-multi-row INSERT, one COMMIT. Each member still gets the answer it would have got alone,
+multi-row INSERT (with the members' Idempotency-Keys, if any), one COMMIT. Each member still gets the answer it would have got alone,
 decided in arrival order under the lock: a seat, a place in the queue, or its own refusal.
 One member's refusal never fails the others; a failure of the transaction fails them all,
 and then none of them took a seat.
@@ -72,9 +72,9 @@ async def admit(
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != "registrations_one_live_per_user":
             raise
-    # A member registered meanwhile by a transaction that held the event lock while this
-    # one waited for it (see lock_event_for_group). Nothing was written; that registration
-    # has committed, so the group's second run sees it and refuses just that member.
+    # A member registered by another transaction after lock_members looked (see there).
+    # Nothing was written; that registration has committed, so the group's second run
+    # sees it and refuses just that member.
     return await _group(conn, event_id, members, answer, key_ttl, lock_wait)
 
 

@@ -173,41 +173,21 @@ async def test_a_mixed_group_answers_each_member_as_the_model_says(
 async def test_a_member_the_lock_holder_registered_meanwhile_is_told_409(
     database_url: str, db: Db
 ) -> None:
-    """The group's lock statement reads who is registered with the snapshot it took before
-    waiting for the lock; the holder registers u[0] and commits meanwhile. The unique index
-    refuses the group's insert, and the group runs again: u[0] hears 409, the others get
-    their seats, and nothing is counted twice."""
+    """The group reads who is registered before it waits for the event lock; the holder
+    registers u[0] and commits meanwhile. The unique index refuses the group's insert, and
+    the group runs again: u[0] hears 409, the others get their seats, and nothing is
+    counted twice."""
     event = await new_event(db, seats=5)
     u = await users(db, 3)
-    holder = await asyncpg.connect(database_url)
-    gate = await asyncpg.connect(database_url)
-    try:
-        tx = holder.transaction()
-        await tx.start()
-        await holder.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", event)
-        await holder.execute(
-            "WITH s AS (UPDATE events SET available_seats = available_seats - 1 WHERE id = $1)"
-            " INSERT INTO registrations (event_id, user_id) VALUES ($1, $2)",
-            event,
-            u[0],
-        )
-        group = asyncio.create_task(
-            admission.admit(gate, event, [Member(v) for v in u], answer=answer, key_ttl=60)
-        )
-        await until_waiting_for_a_lock(db, gate)
-        await tx.commit()
-        outcomes = await group
-    finally:
-        await holder.close()
-        await gate.close()
+    outcomes = await while_the_group_waits(
+        database_url, db, event, [Member(v) for v in u],
+        "WITH s AS (UPDATE events SET available_seats = available_seats - 1 WHERE id = $1)"
+        " INSERT INTO registrations (event_id, user_id) VALUES ($1, $2)", u[0],
+    )  # fmt: skip
     assert [kind(o) for o in outcomes] == ["already_registered", "active", "active"]
     assert await db.fetchval("SELECT available_seats FROM events WHERE id = $1", event) == 2
-    assert (
-        await db.fetchval(
-            "SELECT count(*) FROM registrations WHERE event_id = $1 AND status = 'active'", event
-        )
-        == 3
-    )
+    active = "SELECT count(*) FROM registrations WHERE event_id = $1 AND status = 'active'"
+    assert await db.fetchval(active, event) == 3
 
 
 async def test_a_seat_freed_while_the_group_waited_is_taken(database_url: str, db: Db) -> None:
@@ -222,28 +202,12 @@ async def test_a_seat_freed_while_the_group_waited_is_taken(database_url: str, d
         event,
         u[0],
     )
-    holder = await asyncpg.connect(database_url)
-    gate = await asyncpg.connect(database_url)
-    try:
-        tx = holder.transaction()
-        await tx.start()
-        await holder.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", event)
-        group = asyncio.create_task(admission.admit(
-            gate, event, [Member(u[1]), Member(u[2], waitlist=True)], answer=answer, key_ttl=60
-        ))  # fmt: skip
-        await until_waiting_for_a_lock(db, gate)
-        await holder.execute(
-            "WITH s AS (UPDATE events SET available_seats = 1 WHERE id = $1)"
-            " UPDATE registrations SET status = 'cancelled', cancelled_at = now()"
-            " WHERE event_id = $1 AND user_id = $2",
-            event,
-            u[0],
-        )
-        await tx.commit()
-        outcomes = await group
-    finally:
-        await holder.close()
-        await gate.close()
+    outcomes = await while_the_group_waits(
+        database_url, db, event, [Member(u[1]), Member(u[2], waitlist=True)],
+        "WITH s AS (UPDATE events SET available_seats = 1 WHERE id = $1)"
+        " UPDATE registrations SET status = 'cancelled', cancelled_at = now()"
+        " WHERE event_id = $1 AND user_id = $2", u[0],
+    )  # fmt: skip
     assert [kind(o) for o in outcomes] == ["active", "waitlisted"]
     made = await db.fetch(
         "SELECT id, user_id, status FROM registrations WHERE event_id = $1"
@@ -252,6 +216,29 @@ async def test_a_seat_freed_while_the_group_waited_is_taken(database_url: str, d
     )
     assert [(r["user_id"], r["status"]) for r in made] == [(u[1], "active"), (u[2], "waitlisted")]
     assert [r["id"] for r in made] == [o.id for o in outcomes if isinstance(o, Registration)]
+
+
+async def while_the_group_waits(
+    database_url: str, db: Db, event: int, members: list[Member], change: str, user: int
+) -> list[Outcome]:
+    """Hold the event's lock, start the group, and once it waits for the lock run `change`
+    (with the event and `user`) in the holder's transaction and commit."""
+    holder = await asyncpg.connect(database_url)
+    gate = await asyncpg.connect(database_url)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", event)
+        group = asyncio.create_task(
+            admission.admit(gate, event, members, answer=answer, key_ttl=60)
+        )
+        await until_waiting_for_a_lock(db, gate)
+        await holder.execute(change, event, user)
+        await tx.commit()
+        return await group
+    finally:
+        await holder.close()
+        await gate.close()
 
 
 async def until_waiting_for_a_lock(db: Db, conn: Db) -> None:

@@ -189,15 +189,21 @@ async def test_keys_belong_to_their_caller(tokens_client: httpx.AsyncClient, db:
     assert await db.fetchval("SELECT count(DISTINCT scope) FROM idempotency_keys") == 2
 
 
-async def test_failures_are_not_stored_so_a_retry_runs_again(
-    client: httpx.AsyncClient, db: Db
-) -> None:
+async def organized_event(client: httpx.AsyncClient, capacity: int) -> dict[str, Any]:
+    """An organizer and an event of theirs with `capacity` seats (open mode)."""
     org = (await client.post(
         f"{API}/users", json={"name": "O", "email": "o@x.io", "role": "organizer"}
     )).json()  # fmt: skip
-    event = (await client.post(
-        f"{API}/events", json={"title": "E", "capacity": 1, "organizer_id": org["id"]}
+    event: dict[str, Any] = (await client.post(
+        f"{API}/events", json={"title": "E", "capacity": capacity, "organizer_id": org["id"]}
     )).json()  # fmt: skip
+    return event
+
+
+async def test_failures_are_not_stored_so_a_retry_runs_again(
+    client: httpx.AsyncClient, db: Db
+) -> None:
+    event = await organized_event(client, capacity=1)
     users = [(await client.post(f"{API}/users", json={"name": f"u{i}", "email": f"u{i}@x.io"}))
              .json()["id"] for i in range(2)]  # fmt: skip
     assert (await client.post(
@@ -303,12 +309,7 @@ async def test_an_expired_registration_key_runs_afresh_in_a_group(
     """A keyed registration goes through group admission, which stores its key with the
     registrations' INSERT: an expired row with the same key, not swept yet, is replaced by
     the new answer instead of refusing it."""
-    org = (await client.post(
-        f"{API}/users", json={"name": "O", "email": "o@x.io", "role": "organizer"}
-    )).json()  # fmt: skip
-    event = (await client.post(
-        f"{API}/events", json={"title": "E", "capacity": 3, "organizer_id": org["id"]}
-    )).json()  # fmt: skip
+    event = await organized_event(client, capacity=3)
     user = (await client.post(f"{API}/users", json={"name": "A", "email": "a@x.io"})).json()
     body = {"user_id": user["id"], "event_id": event["id"]}
     headers = {"Idempotency-Key": "seat"}

@@ -2,10 +2,10 @@
 
 The shape of a single registration, once for the whole group: the users' share locks, one
 `SELECT … FOR UPDATE` of the event, one conditional UPDATE of its seats (and queue), one
-multi-row INSERT (with the members' Idempotency-Keys, if any), one COMMIT. Each member still gets the answer it would have got alone,
-decided in arrival order under the lock: a seat, a place in the queue, or its own refusal.
-One member's refusal never fails the others; a failure of the transaction fails them all,
-and then none of them took a seat.
+multi-row INSERT (with the members' Idempotency-Keys, if any), one COMMIT. Each member
+still gets the answer it would have got alone, decided in arrival order under the lock: a
+seat, a place in the queue, or its own refusal. One member's refusal never fails the
+others; a failure of the transaction fails them all, and then none of them took a seat.
 """
 
 from __future__ import annotations

@@ -81,3 +81,12 @@ SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'eventr
 -- name: has_event
 -- Whether this server (the standby) has the event yet.
 SELECT EXISTS (SELECT 1 FROM events WHERE id = $1);
+
+-- name: busy_backends
+-- What else the server is doing: autovacuum workers, and clients in mid-statement (the
+-- API's connections sit idle between runs). The benchmark waits for none before a run.
+SELECT count(*)
+  FROM pg_stat_activity
+ WHERE pid <> pg_backend_pid()
+   AND (backend_type = 'autovacuum worker'
+        OR (backend_type = 'client backend' AND state = 'active'));

@@ -211,7 +211,7 @@ async def registration_set(
             name, srv, plan.workers, events, seed, auth=name.endswith("_tokens"),
             keys=name.endswith("_keys"), clients=LOW_CLIENTS.get(name.removesuffix("_single")),
         ))  # fmt: skip
-    measured = await run.compare(sides, plan)
+    measured = await run.compare(sides, plan, settle_url=url)
     for r, side in zip(measured, sides, strict=True):
         r.extra = {**r.extra, "groups": await run.group_sizes(url, side.events)}
         if best is not None:
@@ -265,7 +265,8 @@ async def read_scenarios(url: str, plan: Plan, seed: run.Seed, read_url: str) ->
         )
         for group in groups:
             if names := [name for name in group if name in chosen]:
-                measured = await run.compare([sides[name] for name in names], plan)
+                measured = await run.compare([sides[name] for name in names], plan,
+                                             settle_url=url)  # fmt: skip
                 for r in measured:
                     if r.scenario.startswith("read_list"):
                         sent = GZIP if "gzip" in r.scenario else NONE

@@ -563,8 +563,8 @@ async def compare(sides: list[Side], plan: Plan, settle_url: str | None = None) 
     seen = dict.fromkeys(tallies, 0)
     previous: Side | None = None
     for side in order:
-        if previous is not None and settle_url is not None:
-            tokens = previous.server.env.get("EVENTREG_AUTH") == "tokens"
+        if settle_url is not None:  # the first run too: seeding leaves an autovacuum behind
+            tokens = previous is not None and previous.server.env.get("EVENTREG_AUTH") == "tokens"
             await settle(settle_url, after_tokens=tokens)
         previous = side
         host, port = host_port(side.server)

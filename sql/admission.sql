@@ -85,7 +85,8 @@ SELECT ARRAY(SELECT nextval('registrations_id_seq') FROM generate_series(1, $1::
 
 -- name: delete_expired_keys
 -- Keys of the group's members that expired but were not swept yet ($1 scopes, $2 keys),
--- deleted so insert_group can store them anew (rare: the sweep runs every minute).
+-- deleted so insert_group can store them anew (rare: the sweep deletes expired keys every
+-- IDEMPOTENCY_SWEEP_SECONDS).
 DELETE FROM idempotency_keys
  WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
    AND expires_at <= now();

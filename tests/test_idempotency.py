@@ -327,3 +327,31 @@ async def test_an_expired_registration_key_runs_afresh_in_a_group(
     replay = await client.post(f"{API}/registrations", json=body, headers=headers)
     assert (replay.status_code, replay.text) == (201, again.text)
     assert replay.headers["idempotent-replayed"] == "true"
+
+
+async def test_a_registration_whose_key_is_held_waits_for_it(
+    client: httpx.AsyncClient, database_url: str, db: Db
+) -> None:
+    """Group admission never waits on another request's key, but the request does: it
+    leaves the group, waits for the key as any keyed write does, and runs once the holder
+    is done (the holder stored nothing, as a failed first request would)."""
+    event = await organized_event(client, capacity=3)
+    user = (await client.post(f"{API}/users", json={"name": "A", "email": "a@x.io"})).json()
+    body = {"user_id": user["id"], "event_id": event["id"]}
+    holder = await asyncpg.connect(database_url)
+    try:
+        tx = holder.transaction()
+        await tx.start()  # what a first request still running holds
+        await holder.execute(idempotency.Q["lock_key"], "addr:127.0.0.1", "held")
+        retry = asyncio.create_task(
+            client.post(f"{API}/registrations", json=body, headers={"Idempotency-Key": "held"})
+        )
+        await asyncio.sleep(0.3)
+        assert not retry.done()  # waiting, not told 409 at once
+        await tx.rollback()
+        response = await retry
+    finally:
+        await holder.close()
+    assert response.status_code == 201, response.text
+    assert "idempotent-replayed" not in response.headers
+    assert await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE key = 'held'") == 1

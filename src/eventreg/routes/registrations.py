@@ -12,7 +12,7 @@ from eventreg.auth import caller_of, limit
 from eventreg.db import AppState, registrations
 from eventreg.db.admission import Member, Outcome
 from eventreg.db.idempotency import Answer
-from eventreg.errors import AlreadyRegistered, ApiError, EventFull, Forbidden
+from eventreg.errors import AlreadyRegistered, ApiError, EventFull, Forbidden, KeyInFlight
 from eventreg.http import encode, json, read_json
 from eventreg.routes import crud, idempotent
 from eventreg.structs import (
@@ -46,9 +46,13 @@ async def register(request: Request[AppState]) -> Response:
     if not caller.is_user(body.user_id):  # decided on the caller alone, before any group
         raise Forbidden("a user registers only themselves", field="user_id")
     member = Member(body.user_id, body.waitlist, identified)
-    return _respond(
-        await request.state["groups"].admit(request.state, body.event_id, member, answer)
-    )
+    outcome = await request.state["groups"].admit(request.state, body.event_id, member, answer)
+    if key is not None and isinstance(outcome, KeyInFlight):
+        # Its key is held by a request still running (in another group, another worker):
+        # a group never waits for it, so this one does so alone, as any keyed write does,
+        # then replays that request's answer or, if it failed, registers.
+        return await idempotent.run(request, _alone, key)
+    return _respond(outcome)
 
 
 async def _alone(request: Request[AppState]) -> Response:

@@ -18,9 +18,9 @@
 --   gets the lock (so could a read under it: a statement that waits for a row lock keeps
 --   the snapshot it took before waiting). The unique index then refuses the INSERT, and
 --   the caller runs the group again, with a snapshot that sees it;
--- * the ids the group's registrations will have, one per member while the event has seats
---   ($5, as many as would queue, once it has none): the answers stored with the keys are
---   written before the INSERT.
+-- * an id for each member's registration, should it get one (a refused member's id is
+--   never used: a gap, as a rolled-back insert leaves): the answers stored with the keys
+--   are written before the INSERT.
 SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS plan_cache_mode,
        ARRAY(SELECT id FROM users
               WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL
@@ -37,8 +37,6 @@ SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS plan_cache_m
                                    LIMIT 1) AS live) AS registered,
        ARRAY(SELECT nextval('registrations_id_seq')
                FROM unnest($1::bigint[]) WITH ORDINALITY AS g(user_id, n)
-              WHERE g.n <= CASE WHEN (SELECT available_seats FROM events WHERE id = $4) > 0
-                                THEN cardinality($1::bigint[]) ELSE $5 END
               ORDER BY g.n) AS ids;
 
 -- name: lock_event_for_group
@@ -77,11 +75,6 @@ UPDATE events
        waitlisted = waitlisted + $3
  WHERE id = $1 AND available_seats >= $2
 RETURNING available_seats;
-
--- name: more_ids
--- $1 more registration ids, for a group that found seats under the lock after
--- lock_members had seen none and allotted ids only to the members that would queue.
-SELECT ARRAY(SELECT nextval('registrations_id_seq') FROM generate_series(1, $1::int));
 
 -- name: delete_expired_keys
 -- Keys of the group's members that expired but were not swept yet ($1 scopes, $2 keys),

@@ -21,11 +21,10 @@ import pytest
 from eventreg.app import app_state, create_pool
 from eventreg.config import Settings
 from eventreg.db import AppState, admission
-from eventreg.db.admission import Key, Member, Outcome
+from eventreg.db.admission import Key, Made, Member, Outcome
 from eventreg.db.idempotency import Answer
 from eventreg.errors import ApiError
 from eventreg.routes.registrations import answer
-from eventreg.structs import Registration
 from tests.factories import make_event, make_user, register
 
 Db: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
@@ -99,7 +98,7 @@ def kind(outcome: Outcome) -> str:
         return outcome.code
     if isinstance(outcome, Answer):
         return f"replay {outcome.status}"
-    return outcome.status
+    return outcome.registration.status
 
 
 async def test_a_mixed_group_answers_each_member_as_the_model_says(
@@ -119,7 +118,7 @@ async def test_a_mixed_group_answers_each_member_as_the_model_says(
         # A keyed registration done before: its retry in the group must replay it.
         first = await submit_in_order(state, event, [Member(u[1], key=key("k1", u[1], event))])
         done = await first[0]
-        assert isinstance(done, Registration)
+        assert isinstance(done, Made)
         async with event_locked(database_url, event):
             leader = await submit_in_order(state, event, [Member(u[2])])
             members = [
@@ -153,7 +152,7 @@ async def test_a_mixed_group_answers_each_member_as_the_model_says(
         "waitlisted",
         "idempotency_key_reused",
     ]
-    assert [o.waitlist_position for o in outcomes[9:11]] == [1, 2]  # type: ignore[union-attr]
+    assert [o.registration.waitlist_position for o in outcomes[9:11]] == [1, 2]  # type: ignore[union-attr]
     row = await db.fetchrow(
         "SELECT available_seats, waitlisted, capacity FROM events WHERE id = $1", event
     )
@@ -191,9 +190,9 @@ async def test_a_member_the_lock_holder_registered_meanwhile_is_told_409(
 
 
 async def test_a_seat_freed_while_the_group_waited_is_taken(database_url: str, db: Db) -> None:
-    """lock_members saw a full event and allotted ids only to the member that would queue;
-    the holder frees the seat and commits while the group waits for the lock. Under it the
-    group finds the seat: u[1] takes it and u[2] queues, so the group asks for another id."""
+    """The event is full when the group reads it before the lock; the holder frees the seat
+    and commits while the group waits. Under the lock the group finds it: u[1] takes it and
+    u[2] queues, each with the id allotted to it in arrival order."""
     event = await new_event(db, seats=1)
     u = await users(db, 3)
     await db.execute(
@@ -215,7 +214,7 @@ async def test_a_seat_freed_while_the_group_waited_is_taken(database_url: str, d
         event,
     )
     assert [(r["user_id"], r["status"]) for r in made] == [(u[1], "active"), (u[2], "waitlisted")]
-    assert [r["id"] for r in made] == [o.id for o in outcomes if isinstance(o, Registration)]
+    assert [r["id"] for r in made] == [o.registration.id for o in outcomes if isinstance(o, Made)]
 
 
 async def while_the_group_waits(

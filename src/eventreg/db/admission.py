@@ -35,7 +35,17 @@ from eventreg.structs import Registration, RegistrationStatus
 
 Q = sql.load("admission")
 
-Outcome = Registration | Answer | ApiError  # a new registration, a replay, or a refusal
+
+@dataclass(frozen=True, slots=True)
+class Made:
+    """A new registration and its answer, encoded once: sent as the response, and stored
+    with the member's Idempotency-Key when it has one."""
+
+    registration: Registration
+    answer: Answer
+
+
+Outcome = Made | Answer | ApiError  # a new registration, a replay, or a refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +76,7 @@ async def admit(
     """One outcome per member, in order. `answer` turns a new registration into the stored
     answer of its Idempotency-Key, exactly as the response will be sent."""
     if len(members) == 1 and members[0].key is None:  # alone: the single path's statements
-        return [await _alone(conn, event_id, members[0], lock_wait)]
+        return [await _alone(conn, event_id, members[0], answer, lock_wait)]
     try:
         return await _group(conn, event_id, members, answer, key_ttl, lock_wait)
     except asyncpg.UniqueViolationError as exc:
@@ -89,9 +99,8 @@ async def _group(
     out: list[Outcome | None] = [None] * len(members)
     async with conn.transaction():
         everyone = [m.user_id for m in members]
-        waitlisters = sum(1 for m in members if m.waitlist)
         locked = await conn.fetchrow(
-            Q["lock_members"], everyone, *_key_arrays(members, out), event_id, waitlisters
+            Q["lock_members"], everyone, *_key_arrays(members, out), event_id
         )
         assert locked is not None  # one row, always
         held = _held_keys(members, out, locked["held"])
@@ -119,15 +128,22 @@ async def _group(
     return [o for o in out if o is not None]
 
 
-async def _alone(conn: Conn, event_id: int, m: Member, lock_wait: float | None) -> Outcome:
+async def _alone(
+    conn: Conn,
+    event_id: int,
+    m: Member,
+    answer: Callable[[Registration], Answer],
+    lock_wait: float | None,
+) -> Outcome:
     """A group of one is a single registration: the same four statements (with their
     early answers for a repeat or a sold-out event before the lock), no group overhead."""
     try:
-        return await registrations.register(
+        registration = await registrations.register(
             conn, OPEN, event_id, m.user_id, waitlist=m.waitlist, lock_wait=lock_wait
         )  # the caller was checked by the route, before the group
     except ApiError as refusal:
         return refusal
+    return Made(registration, answer(registration))
 
 
 def _key_arrays(
@@ -245,9 +261,7 @@ async def _insert(
     active = statuses.count("active")
     if await conn.fetchval(Q["admit_group"], event_id, active, len(admitted) - active) is None:
         raise AssertionError("seats counted under the lock were not there")  # unreachable
-    if len(ids) < len(admitted):  # seats came free after lock_members saw none (rare)
-        ids = [*ids, *await conn.fetchval(Q["more_ids"], len(admitted) - len(ids))]
-    ids, made_at = ids[: len(admitted)], event["made_at"]
+    ids, made_at = [ids[i] for i in admitted], event["made_at"]
     position = event["waitlisted"]  # the queue's length before this group
     for i, id_, status in zip(admitted, ids, statuses, strict=True):
         registration = Registration(
@@ -257,9 +271,9 @@ async def _insert(
         if status == "waitlisted":
             position += 1
             registration = msgspec.structs.replace(registration, waitlist_position=position)
-        out[i] = registration
-    keyed = [(k, answer(o)) for m, o in zip(members, out, strict=True)
-             if (k := m.key) is not None and isinstance(o, Registration)]  # fmt: skip
+        out[i] = Made(registration, answer(registration))
+    keyed = [(k, o.answer) for m, o in zip(members, out, strict=True)
+             if (k := m.key) is not None and isinstance(o, Made)]  # fmt: skip
     await conn.execute(
         Q["insert_group"], event_id, ids, [members[i].user_id for i in admitted], statuses,
         made_at, [k.scope for k, _ in keyed], [k.key for k, _ in keyed],

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from eventreg import metrics, testhooks
 from eventreg.auth import caller_of, limit
 from eventreg.db import AppState, registrations
-from eventreg.db.admission import Member, Outcome
+from eventreg.db.admission import Made, Member, Outcome
 from eventreg.db.idempotency import Answer
 from eventreg.errors import AlreadyRegistered, ApiError, EventFull, Forbidden, KeyInFlight
 from eventreg.http import encode, json, read_json
@@ -67,7 +67,7 @@ async def _alone(request: Request[AppState]) -> Response:
     except ApiError as exc:
         _count(exc)
         raise
-    return _respond(registration)
+    return _respond(Made(registration, answer(registration)))
 
 
 async def _read(request: Request[AppState]) -> NewRegistration:
@@ -89,8 +89,9 @@ def _respond(outcome: Outcome) -> Response:
         raise outcome
     if isinstance(outcome, Answer):  # an Idempotency-Key seen before: the first answer
         return idempotent.replayed(outcome)
-    metrics.registration("waitlisted" if outcome.status == "waitlisted" else "created")
-    made = answer(outcome)
+    status = outcome.registration.status
+    metrics.registration("waitlisted" if status == "waitlisted" else "created")
+    made = outcome.answer
     assert made.location is not None
     return Response(made.body, made.status, {"Location": made.location}, "application/json")
 

@@ -18,9 +18,10 @@
 --   gets the lock (so could a read under it: a statement that waits for a row lock keeps
 --   the snapshot it took before waiting). The unique index then refuses the INSERT, and
 --   the caller runs the group again, with a snapshot that sees it;
--- * an id for each member's registration, should it get one (a refused member's id is
---   never used: a gap, as a rolled-back insert leaves): the answers stored with the keys
---   are written before the INSERT.
+-- * an id for each member's registration, should it get a seat (a member refused or
+--   queued leaves its id unused: a gap, as a rolled-back insert leaves): the answers
+--   stored with the keys are written before the INSERT. A place in the queue takes its id
+--   under the lock instead (admit_group), because the queue is in id order.
 SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS plan_cache_mode,
        ARRAY(SELECT id FROM users
               WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL
@@ -68,13 +69,17 @@ SELECT e.available_seats, e.waitlisted,
 -- name: admit_group
 -- $2 seats taken and $3 places added to the queue, in one conditional UPDATE: the caller
 -- chose $2 <= available_seats under the lock, and queues only once no seat is left (the
--- events_no_free_seat_while_queued CHECK holds it to that). No row: the seats were not
--- there (never, under the lock; the backstop).
+-- events_no_free_seat_while_queued CHECK holds it to that). Returns the queued places'
+-- ids, drawn now, under the lock: an id drawn before it could be lower than one the
+-- previous holder queued, and put this place ahead of that one. No row: the seats were
+-- not there (never, under the lock; the backstop).
 UPDATE events
    SET available_seats = available_seats - $2,
        waitlisted = waitlisted + $3
  WHERE id = $1 AND available_seats >= $2
-RETURNING available_seats;
+RETURNING ARRAY(SELECT nextval('registrations_id_seq')
+                  FROM generate_series(1, $3) AS g(n)
+                 ORDER BY g.n) AS queue_ids;
 
 -- name: delete_expired_keys
 -- Keys of the group's members that expired but were not swept yet ($1 scopes, $2 keys),
@@ -85,10 +90,10 @@ DELETE FROM idempotency_keys
    AND expires_at <= now();
 
 -- name: insert_group
--- The group's registrations ($2 ids from lock_members, $3 users, $4 statuses, all
--- made at $5) and the answers of its members' Idempotency-Keys ($6 scopes, $7 keys,
--- $8 fingerprints, $9 statuses, $10 Locations, $11 bodies; kept $12 seconds), in one
--- statement: they commit together or not at all. No key can be there: its lock is held,
+-- The group's registrations ($2 ids: a seat's from lock_members, a queued place's from
+-- admit_group; $3 users, $4 statuses, all made at $5) and the answers of its members'
+-- Idempotency-Keys ($6 scopes, $7 keys, $8 fingerprints, $9 statuses, $10 Locations,
+-- $11 bodies; kept $12 seconds), in one statement: they commit together or not at all. No key can be there: its lock is held,
 -- lock_event_for_group found none, and delete_expired_keys removed any that had expired.
 WITH registered AS (
     INSERT INTO registrations (id, event_id, user_id, status, created_at, updated_at)

@@ -217,6 +217,38 @@ async def test_a_seat_freed_while_the_group_waited_is_taken(database_url: str, d
     assert [r["id"] for r in made] == [o.registration.id for o in outcomes if isinstance(o, Made)]
 
 
+async def test_a_group_queues_behind_whoever_held_the_lock_before_it(
+    database_url: str, db: Db
+) -> None:
+    """The queue is in id order. The holder queues u[0] while the group waits for the
+    lock; the group's members then queue behind it, in its answers and in the ids that
+    define the queue (ids drawn before the lock would put them ahead)."""
+    event = await new_event(db, seats=1)
+    seated, *u = await users(db, 4)
+    await db.execute(
+        "WITH s AS (UPDATE events SET available_seats = 0 WHERE id = $1)"
+        " INSERT INTO registrations (event_id, user_id) VALUES ($1, $2)",
+        event,
+        seated,
+    )
+    outcomes = await while_the_group_waits(
+        database_url, db, event, [Member(v, waitlist=True) for v in u[1:]],
+        "WITH s AS (UPDATE events SET waitlisted = waitlisted + 1 WHERE id = $1)"
+        " INSERT INTO registrations (event_id, user_id, status)"
+        " VALUES ($1, $2, 'waitlisted')", u[0],
+    )  # fmt: skip
+    assert [o.registration.waitlist_position for o in outcomes if isinstance(o, Made)] == [2, 3]
+    queue = await db.fetch(
+        "SELECT id, user_id FROM registrations WHERE event_id = $1 AND status = 'waitlisted'"
+        " ORDER BY id",
+        event,
+    )
+    assert [r["user_id"] for r in queue] == u
+    assert [r["id"] for r in queue[1:]] == [
+        o.registration.id for o in outcomes if isinstance(o, Made)
+    ]
+
+
 async def while_the_group_waits(
     database_url: str, db: Db, event: int, members: list[Member], change: str, user: int
 ) -> list[Outcome]:

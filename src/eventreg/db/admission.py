@@ -259,9 +259,10 @@ async def _insert(
         "active" if n < seats else "waitlisted" for n in range(len(admitted))
     ]
     active = statuses.count("active")
-    if await conn.fetchval(Q["admit_group"], event_id, active, len(admitted) - active) is None:
+    queue_ids = await conn.fetchval(Q["admit_group"], event_id, active, len(admitted) - active)
+    if queue_ids is None:
         raise AssertionError("seats counted under the lock were not there")  # unreachable
-    ids, made_at = [ids[i] for i in admitted], event["made_at"]
+    ids, made_at = [ids[i] for i in admitted[:active]] + queue_ids, event["made_at"]
     position = event["waitlisted"]  # the queue's length before this group
     for i, id_, status in zip(admitted, ids, statuses, strict=True):
         registration = Registration(

@@ -2,22 +2,31 @@
 -- Group admission, before the event lock ($1 the members' users, $4 the event), in one
 -- round trip; none of it needs the lock, so it runs while another group holds it:
 -- * for the rest of the transaction, the statements' cached generic plans: PostgreSQL
---   would otherwise plan lock_event_for_group afresh on every execution (its custom plans,
---   sized to the arrays at hand, look cheaper than the generic one, which expects 10
---   elements each), 0.2 ms of the server's time a group;
+--   would otherwise plan a statement that takes arrays afresh on every execution (its
+--   custom plans, sized to the arrays at hand, look cheaper than the generic one, which
+--   expects 10 elements each): 0.2 ms of the server's time a group, seen when the event's
+--   lock statement took the keys;
 -- * every member's user share-locked in id order (users before events, as everywhere; a
 --   missing id is a user that does not exist or was deleted);
 -- * each Idempotency-Key ($2 scopes, $3 keys, arrival order) held for this transaction if
 --   free. A key held elsewhere is a request with that key still running: that member is
 --   told so, and the group does not wait for it. Try-locks never wait, so taking them
 --   beside the row locks cannot deadlock;
+-- * the answers stored for the keys (`n` their 1-based index), with whether each has
+--   expired (not yet swept): one primary-key probe per key. The LIMIT (the key is unique
+--   anyway) keeps it a subquery: as a join, a plan cached while the table was nearly
+--   empty hashes the keys and scans the whole table, and keeps doing so as it grows
+--   (seen: 14 ms a group at 60,000 keys). This statement's snapshot is older than its
+--   try-locks, so it can miss the answer of a key's previous holder that committed in
+--   between; the key's primary key then refuses the INSERT, and the caller runs the group
+--   again, with a snapshot that sees it;
 -- * which of the users already hold a seat or a place in the event's queue, one probe of
 --   the unique index per user (the LIMIT keeps a cached plan from filtering every
 --   registration of the event instead: 1 ms a group at 5,000 registrations). Read before
 --   the lock, this can miss a registration another transaction commits before this one
 --   gets the lock (so could a read under it: a statement that waits for a row lock keeps
 --   the snapshot it took before waiting). The unique index then refuses the INSERT, and
---   the caller runs the group again, with a snapshot that sees it;
+--   the caller runs the group again, likewise;
 -- * an id for each member's registration, should it get a seat (a member refused or
 --   queued leaves its id unused: a gap, as a rolled-back insert leaves): the answers
 --   stored with the keys are written before the INSERT. A place in the queue takes its id
@@ -30,6 +39,13 @@ SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS plan_cache_m
        ARRAY(SELECT pg_try_advisory_xact_lock(hashtextextended(k.scope || E'\n' || k.key, 0))
                FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k(scope, key, n)
               ORDER BY k.n) AS held,
+       ARRAY(SELECT (k.n, i.fingerprint, i.status, i.location, i.body,
+                     i.expires_at <= now())
+               FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k(scope, key, n)
+              CROSS JOIN LATERAL (SELECT fingerprint, status, location, body, expires_at
+                                    FROM idempotency_keys
+                                   WHERE scope = k.scope AND key = k.key
+                                   LIMIT 1) AS i) AS stored,
        ARRAY(SELECT u.id
                FROM unnest($1::bigint[]) AS u(id)
               CROSS JOIN LATERAL (SELECT FROM registrations r
@@ -43,24 +59,11 @@ SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS plan_cache_m
 -- name: lock_event_for_group
 -- Group admission: the event's row lock for the whole group, and in the same round trip
 -- its seats and queue, its window and the time its registrations are made, by the
--- database's clock at this moment, and the answers stored for the held Idempotency-Keys
--- ($2 scopes, $3 keys; `n` their 1-based index) with whether each has expired (not yet
--- swept). A key's previous holder committed before this statement began, so its answer is
--- seen. One primary-key lookup per key: the LIMIT (the key is unique anyway) keeps it a
--- subquery, since as a join a plan cached while the table was nearly empty hashes the keys
--- and scans the whole table, and keeps doing so as it grows (seen: 14 ms a group at 60,000
--- keys). Nothing else is read here: after a wait for the lock, PostgreSQL evaluates the
--- row's expressions again.
+-- database's clock at this moment. Nothing else is read here: after a wait for the lock,
+-- PostgreSQL evaluates the row's expressions again.
 SELECT e.available_seats, e.waitlisted,
        e.registration_opens_at > clock_timestamp() AS not_open_yet,
        e.registration_closes_at <= clock_timestamp() AS closed,
-       ARRAY(SELECT (k.n, i.fingerprint, i.status, i.location, i.body,
-                     i.expires_at <= now())
-               FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k(scope, key, n)
-              CROSS JOIN LATERAL (SELECT fingerprint, status, location, body, expires_at
-                                    FROM idempotency_keys
-                                   WHERE scope = k.scope AND key = k.key
-                                   LIMIT 1) AS i) AS stored,
        clock_timestamp() AS made_at
   FROM events e
  WHERE e.id = $1 AND e.deleted_at IS NULL
@@ -93,8 +96,9 @@ DELETE FROM idempotency_keys
 -- The group's registrations ($2 ids: a seat's from lock_members, a queued place's from
 -- admit_group; $3 users, $4 statuses, all made at $5) and the answers of its members'
 -- Idempotency-Keys ($6 scopes, $7 keys, $8 fingerprints, $9 statuses, $10 Locations,
--- $11 bodies; kept $12 seconds), in one statement: they commit together or not at all. No key can be there: its lock is held,
--- lock_event_for_group found none, and delete_expired_keys removed any that had expired.
+-- $11 bodies; kept $12 seconds), in one statement: they commit together or not at all.
+-- No key should be there: its lock is held, lock_members found none (see there for the
+-- one exception), and delete_expired_keys removed any that had expired.
 WITH registered AS (
     INSERT INTO registrations (id, event_id, user_id, status, created_at, updated_at)
     OVERRIDING SYSTEM VALUE

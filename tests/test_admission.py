@@ -249,11 +249,34 @@ async def test_a_group_queues_behind_whoever_held_the_lock_before_it(
     ]
 
 
+async def test_a_key_answered_after_the_group_looked_is_replayed(database_url: str, db: Db) -> None:
+    """The group reads the stored answers before it waits for the event lock; a request
+    with u[0]'s key commits its answer meanwhile (as one can between that read and the
+    group's try-lock on the key). The key's primary key refuses the group's INSERT, and
+    the group runs again: u[0] hears that answer, the others get their seats."""
+    event = await new_event(db, seats=5)
+    u = await users(db, 3)
+    k = key("first", u[0], event)
+    outcomes = await while_the_group_waits(
+        database_url, db, event, [Member(u[0], key=k), Member(u[1]), Member(u[2])],
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, status, location, body,"
+        " expires_at) SELECT 'user:' || $2::bigint, 'first', $3, 201, '/there',"
+        " '{\"id\":' || $1::bigint || '}', now() + interval '1 hour'", u[0], k.fingerprint,
+    )  # fmt: skip
+    first = outcomes[0]
+    assert isinstance(first, Answer)
+    assert (first.status, first.body, first.location) == (201, b'{"id":%d}' % event, "/there")
+    assert [kind(o) for o in outcomes[1:]] == ["active", "active"]
+    made = "SELECT array_agg(user_id ORDER BY user_id) FROM registrations WHERE event_id = $1"
+    assert await db.fetchval(made, event) == u[1:]
+    assert await db.fetchval("SELECT count(*) FROM idempotency_keys") == 1
+
+
 async def while_the_group_waits(
-    database_url: str, db: Db, event: int, members: list[Member], change: str, user: int
+    database_url: str, db: Db, event: int, members: list[Member], change: str, *args: Any
 ) -> list[Outcome]:
     """Hold the event's lock, start the group, and once it waits for the lock run `change`
-    (with the event and `user`) in the holder's transaction and commit."""
+    (with the event and `args`) in the holder's transaction and commit."""
     holder = await asyncpg.connect(database_url)
     gate = await asyncpg.connect(database_url)
     try:
@@ -264,7 +287,7 @@ async def while_the_group_waits(
             admission.admit(gate, event, members, answer=answer, key_ttl=60)
         )
         await until_waiting_for_a_lock(db, gate)
-        await holder.execute(change, event, user)
+        await holder.execute(change, event, *args)
         await tx.commit()
         return await group
     finally:

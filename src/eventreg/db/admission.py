@@ -18,7 +18,7 @@ import msgspec
 
 from eventreg import sql, testhooks
 from eventreg.caller import OPEN
-from eventreg.db import Conn, event_lock, idempotency, registrations, rows
+from eventreg.db import Conn, event_lock, registrations, rows
 from eventreg.db.idempotency import Answer
 from eventreg.errors import (
     AlreadyRegistered,
@@ -34,6 +34,7 @@ from eventreg.errors import (
 from eventreg.structs import Registration, RegistrationStatus
 
 Q = sql.load("admission")
+RACED = frozenset({"registrations_one_live_per_user", "idempotency_keys_pkey"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +81,11 @@ async def admit(
     try:
         return await _group(conn, event_id, members, answer, key_ttl, lock_wait)
     except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name != "registrations_one_live_per_user":
+        if exc.constraint_name not in RACED:
             raise
-    # A member registered by another transaction after lock_members looked (see there).
-    # Nothing was written; that registration has committed, so the group's second run
-    # sees it and refuses just that member.
+    # A member registered, or a key answered, by another transaction after lock_members
+    # looked (see there). Nothing was written; that transaction has committed, so the
+    # group's second run sees it: it refuses that member, or replays that answer.
     return await _group(conn, event_id, members, answer, key_ttl, lock_wait)
 
 
@@ -99,23 +100,20 @@ async def _group(
     out: list[Outcome | None] = [None] * len(members)
     async with conn.transaction():
         everyone = [m.user_id for m in members]
+        keys = [m.key for m in members if m.key is not None]
         locked = await conn.fetchrow(
-            Q["lock_members"], everyone, *_key_arrays(members, out), event_id
-        )
+            Q["lock_members"], everyone, [k.scope for k in keys], [k.key for k in keys],
+            event_id,
+        )  # fmt: skip
         assert locked is not None  # one row, always
-        held = _held_keys(members, out, locked["held"])
+        expired = _keys_answered(members, out, locked["held"], locked["stored"])
         with event_lock("group"):
-            event = await conn.fetchrow(
-                Q["lock_event_for_group"], event_id, *_key_arrays(members, out),
-                timeout=lock_wait,
-            )  # fmt: skip
+            event = await conn.fetchrow(Q["lock_event_for_group"], event_id, timeout=lock_wait)
         if (hooks := testhooks.ARMED.get()) is not None:  # only with EVENTREG_TEST_HOOKS=1
             await testhooks.after_lock(hooks)
-        if event is None:
-            await _replays_of_a_gone_event(conn, members, out, held)
+        if event is None:  # a retry of a registration made before still gets its answer
             return [o or EventNotFound(f"event {event_id} does not exist", field="event_id")
                     for o in out]  # fmt: skip
-        expired = _replays(members, out, held, event["stored"])
         live, registered = set(locked["live"]), set(locked["registered"])
         admitted = _decide(event_id, event, members, out, live, registered)
         if expired:
@@ -146,60 +144,34 @@ async def _alone(
     return Made(registration, answer(registration))
 
 
-def _key_arrays(
-    members: Sequence[Member], out: list[Outcome | None]
-) -> tuple[list[str], list[str]]:
-    """Scopes and keys of the undecided members that have one, in arrival order."""
-    keys = [m.key for m, o in zip(members, out, strict=True) if m.key is not None and o is None]
-    return [k.scope for k in keys], [k.key for k in keys]
-
-
-def _held_keys(
-    members: Sequence[Member], out: list[Outcome | None], held: Sequence[bool]
-) -> list[int]:
-    """The indexes of the members whose key this transaction holds; the others are told
-    their key is in flight."""
+def _keys_answered(
+    members: Sequence[Member],
+    out: list[Outcome | None],
+    held: Sequence[bool],
+    stored: Sequence[tuple[int, bytes, int, str | None, str, bool]],
+) -> list[Key]:
+    """Into `out`, for the members with a key: 409 if another request holds it (that
+    request is still running), else its stored answer again, or 422 if the key was used
+    for another request. `n` counts the keyed members from 1. Returns the held keys whose
+    answer expired, to delete before they are stored anew."""
     keyed = [i for i, m in enumerate(members) if m.key is not None]
     for i, got in zip(keyed, held, strict=True):
         if not got:
             out[i] = KeyInFlight("a request with this Idempotency-Key is still running")
-    return [i for i, got in zip(keyed, held, strict=True) if got]
-
-
-def _replays(
-    members: Sequence[Member],
-    out: list[Outcome | None],
-    held: list[int],
-    stored: Sequence[tuple[int, bytes, int, str | None, str, bool]],
-) -> list[Key]:
-    """Members whose key has a live stored answer: the answer again, or 422 if the key was
-    used for another request. `n` counts the held keys from 1. Returns the expired keys,
-    to delete before they are stored anew."""
     expired = []
     for n, fingerprint, status, location, body, gone in stored:
-        key = members[held[n - 1]].key
+        i = keyed[n - 1]
+        key = members[i].key
         assert key is not None
+        if out[i] is not None:
+            continue
         if gone:
             expired.append(key)
         elif fingerprint != key.fingerprint:
-            out[held[n - 1]] = KeyReused("this Idempotency-Key was used for a different request")
+            out[i] = KeyReused("this Idempotency-Key was used for a different request")
         else:
-            out[held[n - 1]] = Answer(status, body.encode(), location)
+            out[i] = Answer(status, body.encode(), location)
     return expired
-
-
-async def _replays_of_a_gone_event(
-    conn: Conn, members: Sequence[Member], out: list[Outcome | None], held: list[int]
-) -> None:
-    """The event is gone, but a retry of a registration made before still gets its first
-    answer (one lookup per key: this is rare)."""
-    for i in held:
-        key = members[i].key
-        assert key is not None
-        try:
-            out[i] = await idempotency.stored(conn, key.scope, key.key, key.fingerprint)
-        except KeyReused as reused:
-            out[i] = reused
 
 
 def _decide(

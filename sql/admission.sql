@@ -28,9 +28,12 @@
 --   the snapshot it took before waiting). The unique index then refuses the INSERT, and
 --   the caller runs the group again, likewise;
 -- * an id for each member's registration, should it get a seat (a member refused or
---   queued leaves its id unused: a gap, as a rolled-back insert leaves): the answers
---   stored with the keys are written before the INSERT. A place in the queue takes its id
---   under the lock instead (admit_group), because the queue is in id order.
+--   queued leaves its id unused: a gap, as a rolled-back insert leaves), and the time the
+--   group's registrations are made, by the database's clock: with these, a seat's answer
+--   is known before the lock, and stored with its key while the lock is awaited
+--   (lock_event_storing_answers). A place in the queue takes its id under the lock
+--   instead (admit_group), because the queue is in id order;
+-- * the event's free seats, read without its lock: how many members to expect a seat.
 SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS plan_cache_mode,
        ARRAY(SELECT id FROM users
               WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL
@@ -54,20 +57,54 @@ SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS plan_cache_m
                                    LIMIT 1) AS live) AS registered,
        ARRAY(SELECT nextval('registrations_id_seq')
                FROM unnest($1::bigint[]) WITH ORDINALITY AS g(user_id, n)
-              ORDER BY g.n) AS ids;
+              ORDER BY g.n) AS ids,
+       clock_timestamp() AS made_at,
+       (SELECT available_seats FROM events WHERE id = $4 AND deleted_at IS NULL) AS seats;
 
 -- name: lock_event_for_group
 -- Group admission: the event's row lock for the whole group, and in the same round trip
--- its seats and queue, its window and the time its registrations are made, by the
--- database's clock at this moment. Nothing else is read here: after a wait for the lock,
--- PostgreSQL evaluates the row's expressions again.
+-- its seats and queue, and whether its window was open when the group was made ($2, from
+-- lock_members). Nothing else is read here: after a wait for the lock, PostgreSQL
+-- evaluates the row's expressions again.
 SELECT e.available_seats, e.waitlisted,
-       e.registration_opens_at > clock_timestamp() AS not_open_yet,
-       e.registration_closes_at <= clock_timestamp() AS closed,
-       clock_timestamp() AS made_at
+       e.registration_opens_at > $2 AS not_open_yet,
+       e.registration_closes_at <= $2 AS closed
   FROM events e
  WHERE e.id = $1 AND e.deleted_at IS NULL
    FOR UPDATE OF e;
+
+-- name: lock_event_storing_answers
+-- lock_event_for_group, storing on the way the answers of the members expected to get a
+-- seat ($3 scopes, $4 keys, $5 fingerprints, $6 statuses, $7 Locations, $8 bodies; kept
+-- $9 seconds) before it waits for the lock, not while holding it: one event's
+-- registrations run one lock holder at a time, so what a holder does sets the hot
+-- event's rate, and a key row costs about as much as the registration it answers for.
+-- The `stored` count is an uncorrelated subquery (an InitPlan), evaluated as the event's
+-- row is first read, before the lock is awaited, and not again after the wait; reading
+-- it runs the INSERT then (tested: test_seat_answers_are_stored_before_the_lock_wait).
+-- An answer that turns out wrong under the lock (the seat went to someone else, the
+-- window closed) is replaced or deleted before COMMIT (unstore_answers).
+WITH stored AS (
+    INSERT INTO idempotency_keys (scope, key, fingerprint, status, location, body, expires_at)
+    SELECT a.scope, a.key, a.fingerprint, a.status, a.location, a.body,
+           now() + make_interval(secs => $9)
+      FROM unnest($3::text[], $4::text[], $5::bytea[], $6::smallint[], $7::text[], $8::text[])
+           AS a(scope, key, fingerprint, status, location, body)
+    RETURNING 1
+)
+SELECT e.available_seats, e.waitlisted,
+       e.registration_opens_at > $2 AS not_open_yet,
+       e.registration_closes_at <= $2 AS closed,
+       (SELECT count(*) FROM stored) AS stored
+  FROM events e
+ WHERE e.id = $1 AND e.deleted_at IS NULL
+   FOR UPDATE OF e;
+
+-- name: unstore_answers
+-- Answers stored before the lock (lock_event_storing_answers) that the lock proved wrong
+-- ($1 scopes, $2 keys): their members were refused, or queued instead of seated.
+DELETE FROM idempotency_keys
+ WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]));
 
 -- name: admit_group
 -- $2 seats taken and $3 places added to the queue, in one conditional UPDATE: the caller
@@ -97,8 +134,9 @@ DELETE FROM idempotency_keys
 -- admit_group; $3 users, $4 statuses, all made at $5) and the answers of its members'
 -- Idempotency-Keys ($6 scopes, $7 keys, $8 fingerprints, $9 statuses, $10 Locations,
 -- $11 bodies; kept $12 seconds), in one statement: they commit together or not at all.
--- No key should be there: its lock is held, lock_members found none (see there for the
--- one exception), and delete_expired_keys removed any that had expired.
+-- Only the keys not stored before the lock are here. No key should be there: its lock is
+-- held, lock_members found none (see there for the one exception), delete_expired_keys
+-- removed any that had expired, and unstore_answers any stored wrongly.
 WITH registered AS (
     INSERT INTO registrations (id, event_id, user_id, status, created_at, updated_at)
     OVERRIDING SYSTEM VALUE

@@ -253,23 +253,97 @@ async def test_a_key_answered_after_the_group_looked_is_replayed(database_url: s
     """The group reads the stored answers before it waits for the event lock; a request
     with u[0]'s key commits its answer meanwhile (as one can between that read and the
     group's try-lock on the key). The key's primary key refuses the group's INSERT, and
-    the group runs again: u[0] hears that answer, the others get their seats."""
-    event = await new_event(db, seats=5)
-    u = await users(db, 3)
+    the group runs again: u[0] hears that answer, u[1] gets the seat freed meanwhile (the
+    event was full, so no answer was stored before the lock to collide earlier)."""
+    event = await new_event(db, seats=1)
+    seated, *u = await users(db, 3)
+    await db.execute(
+        "WITH s AS (UPDATE events SET available_seats = 0 WHERE id = $1)"
+        " INSERT INTO registrations (event_id, user_id) VALUES ($1, $2)",
+        event,
+        seated,
+    )
     k = key("first", u[0], event)
     outcomes = await while_the_group_waits(
-        database_url, db, event, [Member(u[0], key=k), Member(u[1]), Member(u[2])],
-        "INSERT INTO idempotency_keys (scope, key, fingerprint, status, location, body,"
-        " expires_at) SELECT 'user:' || $2::bigint, 'first', $3, 201, '/there',"
-        " '{\"id\":' || $1::bigint || '}', now() + interval '1 hour'", u[0], k.fingerprint,
+        database_url, db, event, [Member(u[0], key=k), Member(u[1])],
+        "WITH s AS (UPDATE events SET available_seats = 1 WHERE id = $1),"
+        " c AS (UPDATE registrations SET status = 'cancelled', cancelled_at = now()"
+        "       WHERE event_id = $1 AND user_id = $2)"
+        " INSERT INTO idempotency_keys (scope, key, fingerprint, status, location, body,"
+        " expires_at) SELECT 'user:' || $3::bigint, 'first', $4, 201, '/there',"
+        " '{\"id\":' || $1::bigint || '}', now() + interval '1 hour'",
+        seated, u[0], k.fingerprint,
     )  # fmt: skip
     first = outcomes[0]
     assert isinstance(first, Answer)
     assert (first.status, first.body, first.location) == (201, b'{"id":%d}' % event, "/there")
-    assert [kind(o) for o in outcomes[1:]] == ["active", "active"]
-    made = "SELECT array_agg(user_id ORDER BY user_id) FROM registrations WHERE event_id = $1"
-    assert await db.fetchval(made, event) == u[1:]
+    assert kind(outcomes[1]) == "active"
+    live = "SELECT array_agg(user_id) FROM registrations WHERE event_id = $1 AND status = 'active'"
+    assert await db.fetchval(live, event) == [u[1]]
     assert await db.fetchval("SELECT count(*) FROM idempotency_keys") == 1
+
+
+async def test_seat_answers_are_stored_before_the_lock_wait(database_url: str, db: Db) -> None:
+    """A keyed member expected to get a seat has its answer stored by the event's lock
+    statement before that statement waits (so the lock holder's time is not spent on it):
+    while the group waits, another transaction storing the same key waits for the group."""
+    event = await new_event(db, seats=5)
+    (user,) = await users(db, 1)
+    k = key("early", user, event)
+    holder, other = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    gate = await asyncpg.connect(database_url)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", event)
+        group = asyncio.create_task(
+            admission.admit(gate, event, [Member(user, key=k)], answer=answer, key_ttl=60)
+        )
+        await until_waiting_for_a_lock(db, gate)
+        await other.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(asyncpg.LockNotAvailableError):  # the group's row is there
+            await other.execute(
+                "INSERT INTO idempotency_keys (scope, key, fingerprint, status, body,"
+                " expires_at) VALUES ($1, $2, $3, 201, '{}', now() + interval '1 hour')",
+                k.scope, k.key, k.fingerprint,
+            )  # fmt: skip
+        await tx.commit()
+        (made,) = await group
+    finally:
+        for conn in (holder, other, gate):
+            await conn.close()
+    assert isinstance(made, Made)
+    assert made.registration.status == "active"
+    stored = await db.fetchrow("SELECT status, location, body FROM idempotency_keys")
+    assert stored is not None
+    assert (stored["status"], stored["location"]) == (201, made.answer.location)
+    assert stored["body"].encode() == made.answer.body
+
+
+@pytest.mark.parametrize("queued_key", [False, True])
+async def test_answers_stored_before_the_lock_are_corrected_under_it(
+    database_url: str, db: Db, queued_key: bool
+) -> None:
+    """Two seats are free when the group looks, and its keyed members' seat answers are
+    stored before the lock; the holder takes both seats meanwhile. Under the lock u[0] is
+    refused, and its answer deleted (a refusal is not stored); u[1], who asked to queue,
+    is queued, and with a key its answer is the queue's."""
+    event = await new_event(db, seats=2)
+    *takers, u0, u1 = await users(db, 4)
+    k0, k1 = key("k0", u0, event), key("k1", u1, event, waitlist=True)
+    outcomes = await while_the_group_waits(
+        database_url, db, event,
+        [Member(u0, key=k0), Member(u1, True, k1 if queued_key else None)],
+        "WITH s AS (UPDATE events SET available_seats = 0 WHERE id = $1)"
+        " INSERT INTO registrations (event_id, user_id) SELECT $1, unnest($2::bigint[])",
+        takers,
+    )  # fmt: skip
+    assert [kind(o) for o in outcomes] == ["event_full", "waitlisted"]
+    queued = outcomes[1]
+    assert isinstance(queued, Made)
+    stored = await db.fetch("SELECT key, status, body FROM idempotency_keys")
+    expected = [("k1", 202, queued.answer.body)] if queued_key else []
+    assert [(r["key"], r["status"], r["body"].encode()) for r in stored] == expected
 
 
 async def while_the_group_waits(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -107,23 +109,75 @@ async def _group(
         )  # fmt: skip
         assert locked is not None  # one row, always
         expired = _keys_answered(members, out, locked["held"], locked["stored"])
+        live, registered = set(locked["live"]), set(locked["registered"])
+        early = _seats_expected(event_id, members, out, locked, live, registered, expired, answer)
         with event_lock("group"):
-            event = await conn.fetchrow(Q["lock_event_for_group"], event_id, timeout=lock_wait)
+            event = await _lock_event(conn, event_id, locked["made_at"], members, early,
+                                      key_ttl, lock_wait)  # fmt: skip
         if (hooks := testhooks.ARMED.get()) is not None:  # only with EVENTREG_TEST_HOOKS=1
             await testhooks.after_lock(hooks)
         if event is None:  # a retry of a registration made before still gets its answer
+            await _unstore(conn, members, list(early))
             return [o or EventNotFound(f"event {event_id} does not exist", field="event_id")
                     for o in out]  # fmt: skip
-        live, registered = set(locked["live"]), set(locked["registered"])
         admitted = _decide(event_id, event, members, out, live, registered)
         if expired:
             await conn.execute(
                 Q["delete_expired_keys"], [k.scope for k in expired], [k.key for k in expired]
             )
-        if admitted:
-            await _insert(conn, event_id, event, locked["ids"], admitted, members, out, answer,
-                          key_ttl)  # fmt: skip
+        await _insert(conn, event_id, event, locked, admitted, members, out, early, answer,
+                      key_ttl)  # fmt: skip
     return [o for o in out if o is not None]
+
+
+def _seats_expected(
+    event_id: int,
+    members: Sequence[Member],
+    out: list[Outcome | None],
+    locked: rows.Row,
+    live: set[int],
+    registered: set[int],
+    expired: list[Key],
+    answer: Callable[[Registration], Answer],
+) -> dict[int, Made]:
+    """The new registrations of the keyed members that will get a seat if the event's free
+    seats, read before the lock, are still there under it (as they are but at a sell-out):
+    their answers are stored while the lock is awaited. An expired key is left to the
+    INSERT under the lock, after its old row is deleted."""
+    seats, made_at, seen = locked["seats"] or 0, locked["made_at"], set(registered)
+    early: dict[int, Made] = {}
+    for i, m in enumerate(members):
+        if seats == 0:
+            break
+        if out[i] is not None or m.user_id not in live or m.user_id in seen:
+            continue  # answered already, or refused under the lock
+        seen.add(m.user_id)
+        seats -= 1
+        if m.key is not None and m.key not in expired:
+            registration = Registration(
+                id=locked["ids"][i], user_id=m.user_id, event_id=event_id, status="active",
+                created_at=made_at, updated_at=made_at,
+            )  # fmt: skip
+            early[i] = Made(registration, answer(registration))
+    return early
+
+
+async def _lock_event(
+    conn: Conn,
+    event_id: int,
+    made_at: datetime,
+    members: Sequence[Member],
+    early: dict[int, Made],
+    key_ttl: float,
+    lock_wait: float | None,
+) -> rows.Row | None:
+    if not early:
+        return await conn.fetchrow(Q["lock_event_for_group"], event_id, made_at, timeout=lock_wait)
+    return await conn.fetchrow(
+        Q["lock_event_storing_answers"], event_id, made_at, *_answer_arrays(members, early),
+        key_ttl,
+        timeout=lock_wait,
+    )  # fmt: skip
 
 
 async def _alone(
@@ -217,26 +271,33 @@ async def _insert(
     conn: Conn,
     event_id: int,
     event: rows.Row,
-    ids: Sequence[int],
+    locked: rows.Row,
     admitted: list[int],
     members: Sequence[Member],
     out: list[Outcome | None],
+    early: dict[int, Made],
     answer: Callable[[Registration], Answer],
     key_ttl: float,
 ) -> None:
-    """The conditional UPDATE, then one INSERT of the registrations and their keys' answers;
-    the first admitted take the free seats, the rest join the end of the queue."""
+    """The conditional UPDATE, then one INSERT of the registrations and their keys' answers
+    (those not stored before the lock); the first admitted take the free seats, the rest
+    join the end of the queue. Answers stored before the lock that proved wrong go first."""
     seats = event["available_seats"]
     statuses: list[RegistrationStatus] = [
         "active" if n < seats else "waitlisted" for n in range(len(admitted))
     ]
     active = statuses.count("active")
-    queue_ids = await conn.fetchval(Q["admit_group"], event_id, active, len(admitted) - active)
-    if queue_ids is None:
-        raise AssertionError("seats counted under the lock were not there")  # unreachable
-    ids, made_at = [ids[i] for i in admitted[:active]] + queue_ids, event["made_at"]
+    queue_ids = []
+    if admitted:
+        queue_ids = await conn.fetchval(Q["admit_group"], event_id, active, len(admitted) - active)
+        if queue_ids is None:
+            raise AssertionError("seats counted under the lock were not there")  # unreachable
+    ids, made_at = [locked["ids"][i] for i in admitted[:active]] + queue_ids, locked["made_at"]
     position = event["waitlisted"]  # the queue's length before this group
     for i, id_, status in zip(admitted, ids, statuses, strict=True):
+        if status == "active" and i in early:  # as expected: its answer is stored already
+            out[i] = early[i]
+            continue
         registration = Registration(
             id=id_, user_id=members[i].user_id, event_id=event_id, status=status,
             created_at=made_at, updated_at=made_at,
@@ -245,11 +306,32 @@ async def _insert(
             position += 1
             registration = msgspec.structs.replace(registration, waitlist_position=position)
         out[i] = Made(registration, answer(registration))
-    keyed = [(k, o.answer) for m, o in zip(members, out, strict=True)
-             if (k := m.key) is not None and isinstance(o, Made)]  # fmt: skip
+    await _unstore(conn, members, [i for i, made in early.items() if out[i] is not made])
+    if not admitted:
+        return
+    keyed = {i: o for i, o in enumerate(out)  # new answers to keys, not stored yet
+             if members[i].key and isinstance(o, Made) and o is not early.get(i)}  # fmt: skip
     await conn.execute(
         Q["insert_group"], event_id, ids, [members[i].user_id for i in admitted], statuses,
-        made_at, [k.scope for k, _ in keyed], [k.key for k, _ in keyed],
-        [k.fingerprint for k, _ in keyed], [a.status for _, a in keyed],
-        [a.location for _, a in keyed], [a.body.decode() for _, a in keyed], key_ttl,
+        made_at, *_answer_arrays(members, keyed), key_ttl,
     )  # fmt: skip
+
+
+def _answer_arrays(members: Sequence[Member], made: dict[int, Made]) -> tuple[list[Any], ...]:
+    """Scopes, keys, fingerprints, statuses, Locations and bodies of these members' answers,
+    as the statements that store them take them."""
+    keys = [members[i].key for i in made]
+    answers = [m.answer for m in made.values()]
+    return (
+        [k.scope for k in keys if k], [k.key for k in keys if k],
+        [k.fingerprint for k in keys if k], [a.status for a in answers],
+        [a.location for a in answers], [a.body.decode() for a in answers],
+    )  # fmt: skip
+
+
+async def _unstore(conn: Conn, members: Sequence[Member], wrong: list[int]) -> None:
+    """Delete the answers stored before the lock that the lock proved wrong (rare: a
+    sell-out, a window that closed meanwhile, a vanished event)."""
+    keys = [k for i in wrong if (k := members[i].key) is not None]
+    if keys:
+        await conn.execute(Q["unstore_answers"], [k.scope for k in keys], [k.key for k in keys])

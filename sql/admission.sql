@@ -29,7 +29,8 @@
 --   the caller runs the group again, likewise;
 -- * an id for each member's registration, should it get a seat (a member refused or
 --   queued leaves its id unused: a gap, as a rolled-back insert leaves), and the time the
---   group's registrations are made, by the database's clock: with these, a seat's answer
+--   group's registrations are made, by the database's clock (unless the event's window
+--   opens while the group waits for the lock: see there): with these, a seat's answer
 --   is known before the lock, and stored with its key while the lock is awaited
 --   (lock_event_storing_answers). A place in the queue takes its id under the lock
 --   instead (admit_group), because the queue is in id order;
@@ -63,12 +64,16 @@ SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS plan_cache_m
 
 -- name: lock_event_for_group
 -- Group admission: the event's row lock for the whole group, and in the same round trip
--- its seats and queue, and whether its window was open when the group was made ($2, from
--- lock_members). Nothing else is read here: after a wait for the lock, PostgreSQL
--- evaluates the row's expressions again.
+-- its seats and queue, and its window by the database's clock at this moment: a group
+-- that waited for the lock across the opening instant is judged at that instant. Whether
+-- the window opened after the group was made ($2, from lock_members): its registrations
+-- are then made now (`locked_at`), never before the opening. Nothing else is read here:
+-- after a wait for the lock, PostgreSQL evaluates the row's expressions again.
 SELECT e.available_seats, e.waitlisted,
-       e.registration_opens_at > $2 AS not_open_yet,
-       e.registration_closes_at <= $2 AS closed
+       e.registration_opens_at > clock_timestamp() AS not_open_yet,
+       e.registration_closes_at <= clock_timestamp() AS closed,
+       e.registration_opens_at > $2 AS opened_since,
+       clock_timestamp() AS locked_at
   FROM events e
  WHERE e.id = $1 AND e.deleted_at IS NULL
    FOR UPDATE OF e;
@@ -83,7 +88,8 @@ SELECT e.available_seats, e.waitlisted,
 -- row is first read, before the lock is awaited, and not again after the wait; reading
 -- it runs the INSERT then (tested: test_seat_answers_are_stored_before_the_lock_wait).
 -- An answer that turns out wrong under the lock (the seat went to someone else, the
--- window closed) is replaced or deleted before COMMIT (unstore_answers).
+-- window closed, or opened since the group was made) is replaced or deleted before
+-- COMMIT (unstore_answers).
 WITH stored AS (
     INSERT INTO idempotency_keys (scope, key, fingerprint, status, location, body, expires_at)
     SELECT a.scope, a.key, a.fingerprint, a.status, a.location, a.body,
@@ -93,8 +99,10 @@ WITH stored AS (
     RETURNING 1
 )
 SELECT e.available_seats, e.waitlisted,
-       e.registration_opens_at > $2 AS not_open_yet,
-       e.registration_closes_at <= $2 AS closed,
+       e.registration_opens_at > clock_timestamp() AS not_open_yet,
+       e.registration_closes_at <= clock_timestamp() AS closed,
+       e.registration_opens_at > $2 AS opened_since,
+       clock_timestamp() AS locked_at,
        (SELECT count(*) FROM stored) AS stored
   FROM events e
  WHERE e.id = $1 AND e.deleted_at IS NULL

@@ -346,6 +346,27 @@ async def test_answers_stored_before_the_lock_are_corrected_under_it(
     assert [(r["key"], r["status"], r["body"].encode()) for r in stored] == expected
 
 
+async def test_a_group_made_before_the_opening_is_made_when_it_gets_the_lock(
+    database_url: str, db: Db
+) -> None:
+    """The window opens while the group waits for the lock: the group is judged at the
+    lock (admitted), and its registrations are made then, not before the opening; the seat
+    answer stored before the wait is replaced by the one sent."""
+    event = await new_event(db, seats=5)
+    u = await users(db, 2)
+    outcomes = await while_the_group_waits(
+        database_url, db, event, [Member(u[0], key=key("k", u[0], event)), Member(u[1])],
+        "UPDATE events SET registration_opens_at = clock_timestamp() WHERE id = $1",
+    )  # fmt: skip
+    assert [kind(o) for o in outcomes] == ["active", "active"]
+    opens = await db.fetchval("SELECT registration_opens_at FROM events WHERE id = $1", event)
+    made = [o for o in outcomes if isinstance(o, Made)]
+    assert all(m.registration.created_at >= opens for m in made)
+    created = "SELECT min(created_at) FROM registrations WHERE event_id = $1"
+    assert await db.fetchval(created, event) >= opens
+    assert await db.fetchval("SELECT body FROM idempotency_keys") == made[0].answer.body.decode()
+
+
 async def while_the_group_waits(
     database_url: str, db: Db, event: int, members: list[Member], change: str, *args: Any
 ) -> list[Outcome]:

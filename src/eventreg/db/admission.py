@@ -120,13 +120,17 @@ async def _group(
             await _unstore(conn, members, list(early))
             return [o or EventNotFound(f"event {event_id} does not exist", field="event_id")
                     for o in out]  # fmt: skip
+        made_at = locked["made_at"]
+        if event["opened_since"]:  # made before the opening: made now, when admitted
+            await _unstore(conn, members, list(early))
+            early, made_at = {}, event["locked_at"]
         admitted = _decide(event_id, event, members, out, live, registered)
         if expired:
             await conn.execute(
                 Q["delete_expired_keys"], [k.scope for k in expired], [k.key for k in expired]
             )
-        await _insert(conn, event_id, event, locked, admitted, members, out, early, answer,
-                      key_ttl)  # fmt: skip
+        await _insert(conn, event_id, event, locked["ids"], made_at, admitted, members, out,
+                      early, answer, key_ttl)  # fmt: skip
     return [o for o in out if o is not None]
 
 
@@ -271,7 +275,8 @@ async def _insert(
     conn: Conn,
     event_id: int,
     event: rows.Row,
-    locked: rows.Row,
+    seat_ids: Sequence[int],
+    made_at: datetime,
     admitted: list[int],
     members: Sequence[Member],
     out: list[Outcome | None],
@@ -292,7 +297,7 @@ async def _insert(
         queue_ids = await conn.fetchval(Q["admit_group"], event_id, active, len(admitted) - active)
         if queue_ids is None:
             raise AssertionError("seats counted under the lock were not there")  # unreachable
-    ids, made_at = [locked["ids"][i] for i in admitted[:active]] + queue_ids, locked["made_at"]
+    ids = [seat_ids[i] for i in admitted[:active]] + queue_ids
     position = event["waitlisted"]  # the queue's length before this group
     for i, id_, status in zip(admitted, ids, statuses, strict=True):
         if status == "active" and i in early:  # as expected: its answer is stored already

@@ -179,8 +179,7 @@ async def _lock_event(
         return await conn.fetchrow(Q["lock_event_for_group"], event_id, made_at, timeout=lock_wait)
     return await conn.fetchrow(
         Q["lock_event_storing_answers"], event_id, made_at, *_answer_arrays(members, early),
-        key_ttl,
-        timeout=lock_wait,
+        key_ttl, timeout=lock_wait,
     )  # fmt: skip
 
 

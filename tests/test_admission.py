@@ -87,6 +87,18 @@ async def new_event(db: Db, seats: int) -> int:
     return event
 
 
+async def full_event(db: Db, seated: int) -> int:
+    """An event of one seat, taken by `seated`."""
+    event = await new_event(db, seats=1)
+    await db.execute(
+        "WITH s AS (UPDATE events SET available_seats = 0 WHERE id = $1)"
+        " INSERT INTO registrations (event_id, user_id) VALUES ($1, $2)",
+        event,
+        seated,
+    )
+    return event
+
+
 def key(name: str, user: int, event: int, waitlist: bool = False) -> Key:
     body = f'{{"user_id":{user},"event_id":{event},"waitlist":{str(waitlist).lower()}}}'
     fingerprint = hashlib.sha256(b"POST /api/v1/registrations\n" + body.encode()).digest()
@@ -193,14 +205,8 @@ async def test_a_seat_freed_while_the_group_waited_is_taken(database_url: str, d
     """The event is full when the group reads it before the lock; the holder frees the seat
     and commits while the group waits. Under the lock the group finds it: u[1] takes it and
     u[2] queues, each with the id allotted to it in arrival order."""
-    event = await new_event(db, seats=1)
     u = await users(db, 3)
-    await db.execute(
-        "WITH s AS (UPDATE events SET available_seats = 0 WHERE id = $1)"
-        " INSERT INTO registrations (event_id, user_id) VALUES ($1, $2)",
-        event,
-        u[0],
-    )
+    event = await full_event(db, u[0])
     outcomes = await while_the_group_waits(
         database_url, db, event, [Member(u[1]), Member(u[2], waitlist=True)],
         "WITH s AS (UPDATE events SET available_seats = 1 WHERE id = $1)"
@@ -223,14 +229,8 @@ async def test_a_group_queues_behind_whoever_held_the_lock_before_it(
     """The queue is in id order. The holder queues u[0] while the group waits for the
     lock; the group's members then queue behind it, in its answers and in the ids that
     define the queue (ids drawn before the lock would put them ahead)."""
-    event = await new_event(db, seats=1)
     seated, *u = await users(db, 4)
-    await db.execute(
-        "WITH s AS (UPDATE events SET available_seats = 0 WHERE id = $1)"
-        " INSERT INTO registrations (event_id, user_id) VALUES ($1, $2)",
-        event,
-        seated,
-    )
+    event = await full_event(db, seated)
     outcomes = await while_the_group_waits(
         database_url, db, event, [Member(v, waitlist=True) for v in u[1:]],
         "WITH s AS (UPDATE events SET waitlisted = waitlisted + 1 WHERE id = $1)"
@@ -255,14 +255,8 @@ async def test_a_key_answered_after_the_group_looked_is_replayed(database_url: s
     group's try-lock on the key). The key's primary key refuses the group's INSERT, and
     the group runs again: u[0] hears that answer, u[1] gets the seat freed meanwhile (the
     event was full, so no answer was stored before the lock to collide earlier)."""
-    event = await new_event(db, seats=1)
     seated, *u = await users(db, 3)
-    await db.execute(
-        "WITH s AS (UPDATE events SET available_seats = 0 WHERE id = $1)"
-        " INSERT INTO registrations (event_id, user_id) VALUES ($1, $2)",
-        event,
-        seated,
-    )
+    event = await full_event(db, seated)
     k = key("first", u[0], event)
     outcomes = await while_the_group_waits(
         database_url, db, event, [Member(u[0], key=k), Member(u[1])],

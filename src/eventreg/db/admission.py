@@ -2,7 +2,9 @@
 
 The shape of a single registration, once for the whole group: the users' share locks, one
 `SELECT … FOR UPDATE` of the event, one conditional UPDATE of its seats (and queue), one
-multi-row INSERT (with the members' Idempotency-Keys, if any), one COMMIT. Each member
+multi-row INSERT, one COMMIT. The members' Idempotency-Keys ride on these: the answers of
+those expected to get a seat are stored by the lock statement before it waits (the lock
+holder's time sets a hot event's rate), the others' by the INSERT. Each member
 still gets the answer it would have got alone, decided in arrival order under the lock: a
 seat, a place in the queue, or its own refusal. One member's refusal never fails the
 others; a failure of the transaction fails them all, and then none of them took a seat.

@@ -222,7 +222,7 @@ async def seed(url: str, users: int) -> Seed:
             Q["insert_tokens"], ids, [tokens.digest(token_of[u]) for u in ids],
             [token_of[u][:shown] for u in ids],
         )  # fmt: skip
-        await conn.execute(Q["analyze"])
+        await conn.execute(Q["analyze_seed"])
     finally:
         await conn.close()
     return Seed(organizer, ids, run, token_of)

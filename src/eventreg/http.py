@@ -53,11 +53,13 @@ def body_limit(request: Request[Any]) -> int:
     return own or int(request.state.settings.max_body_bytes)
 
 
-async def read_body(request: Request[Any], limit: int) -> bytes:
-    """The body, refusing more than `limit` bytes whether or not Content-Length is sent."""
+async def read_body(request: Request[Any]) -> bytes:
+    """The body, refusing more than body_limit bytes whether or not Content-Length is sent.
+    Read once: a keyed write reads it for its fingerprint before the endpoint does."""
     if (read := request.scope.get(BODY)) is not None:
         body: bytes = read
         return body
+    limit = body_limit(request)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body is {declared} bytes; the limit is {limit}")
@@ -81,7 +83,7 @@ async def read_json(request: Request[Any], type_: type[T]) -> T:
     coding = request.headers.get("content-encoding", "").strip().lower() or "identity"
     if coding != "identity":  # RFC 9110 15.5.16: an unsupported content coding is a 415
         raise UnsupportedMediaType(f"content coding {coding[:40]!r} is not supported")
-    body = await read_body(request, body_limit(request))
+    body = await read_body(request)
     try:
         result: T = msgspec.convert(_json_values.decode(body), type_)
     except msgspec.ValidationError as exc:  # also: an integer literal beyond any int64

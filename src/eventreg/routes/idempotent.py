@@ -24,7 +24,7 @@ from eventreg.db import AppState, Conn, connection, idempotency, tokens
 from eventreg.db.admission import Key
 from eventreg.db.idempotency import Answer
 from eventreg.errors import InvalidIdempotencyKey
-from eventreg.http import BODY, body_limit, read_body
+from eventreg.http import BODY, read_body
 from eventreg.routes.crud import BOUND, Endpoint
 
 HEADER = "idempotency-key"
@@ -46,8 +46,7 @@ async def identify(request: Request[AppState], key: str) -> Key:
     (method, path and body; the body is read here and kept for the endpoint)."""
     caller = caller_of(request)
     scope = f"user:{caller.user_id}" if caller.user_id else f"addr:{_address(request)}"
-    limit = body_limit(request)
-    body = request.scope[BODY] = await read_body(request, limit)
+    body = request.scope[BODY] = await read_body(request)
     fingerprint = hashlib.sha256(f"{request.method} {_path(request)}\n".encode() + body)
     return Key(scope, key, fingerprint.digest())
 
@@ -86,7 +85,8 @@ def replayed(stored: Answer) -> Response:
 
 
 def _address(request: Request[Any]) -> str:
-    return request.client.host if request.client else "unknown"
+    client = request.scope.get("client")  # not request.client: that builds a tuple per call
+    return str(client[0]) if client else "unknown"
 
 
 def _answer(response: Response) -> Answer:

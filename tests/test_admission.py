@@ -284,28 +284,20 @@ async def test_seat_answers_are_stored_before_the_lock_wait(database_url: str, d
     event = await new_event(db, seats=5)
     (user,) = await users(db, 1)
     k = key("early", user, event)
-    holder, other = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
-    gate = await asyncpg.connect(database_url)
+    other = await asyncpg.connect(database_url)
     try:
-        tx = holder.transaction()
-        await tx.start()
-        await holder.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", event)
-        group = asyncio.create_task(
-            admission.admit(gate, event, [Member(user, key=k)], answer=answer, key_ttl=60)
-        )
-        await until_waiting_for_a_lock(db, gate)
-        await other.execute("SET lock_timeout = '200ms'")
-        with pytest.raises(asyncpg.LockNotAvailableError):  # the group's row is there
-            await other.execute(
-                "INSERT INTO idempotency_keys (scope, key, fingerprint, status, body,"
-                " expires_at) VALUES ($1, $2, $3, 201, '{}', now() + interval '1 hour')",
-                k.scope, k.key, k.fingerprint,
-            )  # fmt: skip
-        await tx.commit()
-        (made,) = await group
+        async with group_waiting(database_url, db, event, [Member(user, key=k)]) as (holder, group):
+            await other.execute("SET lock_timeout = '200ms'")
+            with pytest.raises(asyncpg.LockNotAvailableError):  # the group's row is there
+                await other.execute(
+                    "INSERT INTO idempotency_keys (scope, key, fingerprint, status, body,"
+                    " expires_at) VALUES ($1, $2, $3, 201, '{}', now() + interval '1 hour')",
+                    k.scope, k.key, k.fingerprint,
+                )  # fmt: skip
+            await holder.execute("COMMIT")
+            (made,) = await group
     finally:
-        for conn in (holder, other, gate):
-            await conn.close()
+        await other.close()
     assert isinstance(made, Made)
     assert made.registration.status == "active"
     stored = await db.fetchrow("SELECT status, location, body FROM idempotency_keys")
@@ -361,27 +353,37 @@ async def test_a_group_made_before_the_opening_is_made_when_it_gets_the_lock(
     assert await db.fetchval("SELECT body FROM idempotency_keys") == made[0].answer.body.decode()
 
 
-async def while_the_group_waits(
-    database_url: str, db: Db, event: int, members: list[Member], change: str, *args: Any
-) -> list[Outcome]:
-    """Hold the event's lock, start the group, and once it waits for the lock run `change`
-    (with the event and `args`) in the holder's transaction and commit."""
+@asynccontextmanager
+async def group_waiting(
+    database_url: str, db: Db, event: int, members: list[Member]
+) -> AsyncIterator[tuple[asyncpg.Connection[asyncpg.Record], asyncio.Task[list[Outcome]]]]:
+    """Hold the event's lock in an open transaction, start the group, and yield the holder
+    and the group once the group waits for that lock; the caller sends the holder COMMIT
+    and awaits the group."""
     holder = await asyncpg.connect(database_url)
     gate = await asyncpg.connect(database_url)
     try:
-        tx = holder.transaction()
-        await tx.start()
+        await holder.execute("BEGIN")
         await holder.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", event)
         group = asyncio.create_task(
             admission.admit(gate, event, members, answer=answer, key_ttl=60)
         )
         await until_waiting_for_a_lock(db, gate)
-        await holder.execute(change, event, *args)
-        await tx.commit()
-        return await group
+        yield holder, group
     finally:
         await holder.close()
         await gate.close()
+
+
+async def while_the_group_waits(
+    database_url: str, db: Db, event: int, members: list[Member], change: str, *args: Any
+) -> list[Outcome]:
+    """Once the group waits for the event's lock, run `change` (with the event and `args`)
+    in the holder's transaction and commit."""
+    async with group_waiting(database_url, db, event, members) as (holder, group):
+        await holder.execute(change, event, *args)
+        await holder.execute("COMMIT")
+        return await group
 
 
 async def until_waiting_for_a_lock(db: Db, conn: Db) -> None:
